@@ -1,0 +1,1 @@
+"""Building blocks shared by every model: attention kernels, transformer layers, sharding specs."""

@@ -1,0 +1,216 @@
+"""ViTConfig: the architecture of a ViT, round-tripping to and from a Hugging Face `config.json`.
+
+Only fields that change the maths live here; dtype, sharding and the attention kernel are constructor
+arguments. Reading an HF config is strict: a field this package does not implement, set to anything but
+its harmless default, is an error naming it (never a silent guess).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from ...common.transformer import ACTIVATIONS
+
+# HF fields that describe bookkeeping, training-only init or heads we do not build: accepted, not used.
+IGNORED_HF_KEYS = frozenset(
+    {
+        "architectures",
+        "transformers_version",
+        "model_type",
+        "torch_dtype",
+        "dtype",
+        "initializer_range",
+        "encoder_stride",  # only used by ViTForMaskedImageModeling's decoder
+        "pooler_output_size",  # ViTModel's pooler is not part of VisionTransformer
+        "pooler_act",
+        "problem_type",
+        "_name_or_path",
+        "_commit_hash",
+        "_attn_implementation_autoset",
+        "return_dict",
+        "output_hidden_states",
+        "output_attentions",
+        "use_return_dict",
+        "torchscript",
+        "tie_word_embeddings",
+        "chunk_size_feed_forward",
+        "is_encoder_decoder",
+        "is_decoder",
+        "add_cross_attention",
+        "finetuning_task",
+        "tokenizer_class",
+        "prefix",
+        "bos_token_id",
+        "pad_token_id",
+        "eos_token_id",
+        "sep_token_id",
+        "decoder_start_token_id",
+        "task_specific_params",
+        "pruned_heads",
+    }
+)
+
+# HF fields we do not implement, with the only value we accept (the value that leaves the maths unchanged).
+FIXED_HF_KEYS: dict[str, Any] = {"use_mask_token": False, "head_dim": None}
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"expected an int or a pair of ints, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ViTConfig:
+    """Architecture of a ViT-for-image-classification, with HF `ViTConfig` field names and defaults (ViT-B/16)."""
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    layer_norm_eps: float = 1e-12
+    image_size: int | tuple[int, int] = 224
+    patch_size: int | tuple[int, int] = 16
+    num_channels: int = 3
+    qkv_bias: bool = True
+    num_labels: int = 1000
+    id2label: dict[int, str] | None = None  # None: HF's default names LABEL_0 ... LABEL_{n-1}
+
+    def __post_init__(self) -> None:
+        positive = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_channels")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ViTConfig.{name} must be a positive int, got {value!r}")
+        if not isinstance(self.num_labels, int) or self.num_labels < 0:
+            raise ValueError(f"ViTConfig.num_labels must be a non-negative int, got {self.num_labels!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"ViTConfig.hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"ViTConfig.hidden_act={self.hidden_act!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"ViTConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"ViTConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        for (img, patch), axis in zip(zip(self.image_hw, self.patch_hw, strict=True), ("height", "width"), strict=True):
+            if patch <= 0 or img <= 0 or img % patch:
+                raise ValueError(f"ViTConfig image {axis} {img} is not a positive multiple of the patch {axis} {patch}")
+        if self.id2label is not None:
+            labels = {int(k): str(v) for k, v in self.id2label.items()}
+            if sorted(labels) != list(range(self.num_labels)):
+                raise ValueError(
+                    f"ViTConfig.id2label must have exactly the ids 0..{self.num_labels - 1} (num_labels={self.num_labels}), "
+                    f"got {len(labels)} ids"
+                )
+            object.__setattr__(self, "id2label", labels)
+
+    def __hash__(self) -> int:  # id2label is a dict; hash its items so the config can be static jit metadata
+        fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id2label")
+        return hash((fields, tuple(sorted(self.id2label.items())) if self.id2label else None))
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return _pair(self.image_size)
+
+    @property
+    def patch_hw(self) -> tuple[int, int]:
+        return _pair(self.patch_size)
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        (ih, iw), (ph, pw) = self.image_hw, self.patch_hw
+        return ih // ph, iw // pw
+
+    @property
+    def num_tokens(self) -> int:
+        gh, gw = self.grid_hw
+        return gh * gw + 1
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return self.id2label if self.id2label is not None else {i: f"LABEL_{i}" for i in range(self.num_labels)}
+
+    def replace(self, **changes: Any) -> ViTConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_hf_dict(cls, config: dict[str, Any]) -> ViTConfig:
+        """Build from an HF `config.json` dict; unknown or unsupported non-default fields are an error."""
+        if not isinstance(config, dict):
+            raise TypeError(f"expected an HF config dict, got {type(config).__name__}")
+        model_type = config.get("model_type", "vit")
+        if model_type != "vit":
+            raise ValueError(f"config has model_type={model_type!r}; jimm.VisionTransformer reads 'vit' configs")
+        fields = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels"}
+        problems = []
+        for key, value in config.items():
+            if key in fields or key in IGNORED_HF_KEYS or key in ("id2label", "label2id", "num_labels"):
+                continue
+            if key in FIXED_HF_KEYS:
+                allowed = FIXED_HF_KEYS[key]
+                if key == "head_dim" and value is not None:
+                    allowed = config.get("hidden_size", 768) // config.get("num_attention_heads", 12)
+                if value != allowed:
+                    problems.append(f"{key}={value!r} (only {allowed!r} is supported)")
+                continue
+            problems.append(f"{key}={value!r} (unknown field)")
+        if problems:
+            raise ValueError(
+                "config.json has fields jimm.VisionTransformer does not implement: " + "; ".join(problems)
+                + ". Remove them if they are harmless, or use a model that implements them."
+            )
+        kwargs = {k: config[k] for k in fields if k in config}
+        for key in ("image_size", "patch_size"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = tuple(kwargs[key])
+        id2label = config.get("id2label")
+        if id2label is not None:
+            id2label = {int(k): v for k, v in id2label.items()}
+            num_labels = len(id2label)
+            if "num_labels" in config and config["num_labels"] != num_labels:
+                raise ValueError(f"config.json has num_labels={config['num_labels']} but {num_labels} id2label entries")
+            if id2label == {i: f"LABEL_{i}" for i in range(num_labels)}:
+                id2label = None  # HF's placeholder names
+        else:
+            num_labels = config.get("num_labels", 2)  # HF's default when a config names no labels
+        return cls(**kwargs, num_labels=num_labels, id2label=id2label)
+
+    def to_hf_dict(self, *, architecture: str = "ViTForImageClassification") -> dict[str, Any]:
+        """The complete HF `config.json` dict (classic field names, labels included)."""
+        out: dict[str, Any] = {"architectures": [architecture], "model_type": "vit"}
+        for field in dataclasses.fields(self):
+            if field.name in ("id2label", "num_labels"):
+                continue
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        labels = self.labels
+        out["id2label"] = {str(i): name for i, name in labels.items()}
+        out["label2id"] = {name: i for i, name in labels.items()}
+        out["encoder_stride"] = self.patch_hw[0]
+        out["initializer_range"] = 0.02
+        return dict(sorted(out.items()))
+
+
+def read_config_file(path: str | os.PathLike) -> ViTConfig:
+    """Parse `config.json`, naming the file in any error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    try:
+        return ViTConfig.from_hf_dict(raw)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: {err}") from err

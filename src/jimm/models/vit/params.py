@@ -1,0 +1,383 @@
+"""HF ViT checkpoints <-> jimm parameters: the name table, strict streaming load, and atomic save.
+
+The table maps each HF tensor (classic transformers names, `vit.encoder.layer.N...`) to a slot of one jimm
+parameter with a pair of numpy converters. Layer tensors fill one index of a stacked `[L, ...]` parameter,
+and q/k/v fill one index of the fused `[D, 3, N, H]` kernel. transformers-v5 names (`vit.layers.N.attention
+.q_proj`, `mlp.fc1`, ...) are normalised to the classic ones first. Saving inverts the same table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_dtypes
+import numpy as np
+from flax import nnx
+
+from ...common.sharding import active_mesh
+from ...io.checkpoint import SAFETENSORS, SAFETENSORS_INDEX, open_checkpoint
+from ...io.resolve import CONFIG, PREPROCESSOR, resolve_model
+from ...io.safetensors import write_safetensors
+from .config import ViTConfig, read_config_file
+
+logger = logging.getLogger(__name__)
+Converter = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One HF tensor: where it lives in jimm (`param[index]`) and how to convert it each way."""
+
+    hf_name: str
+    param: tuple[str, ...]
+    index: tuple[int | slice, ...]
+    hf_shape: tuple[int, ...]
+    to_jimm: Converter
+    to_hf: Converter
+
+
+def name_table(config: ViTConfig, *, prefix: str, with_head: bool) -> list[Slot]:
+    """Every HF tensor of a ViT with this config, in the order transformers saves them."""
+    d, n, f, c = config.hidden_size, config.num_attention_heads, config.intermediate_size, config.num_channels
+    h = d // n
+    ph, pw = config.patch_hw
+    same: tuple[Converter, Converter] = (lambda a: a, lambda a: a)
+    linear: tuple[Converter, Converter] = (lambda w: w.T, lambda k: k.T)
+    qkv_w: tuple[Converter, Converter] = (lambda w: w.T.reshape(d, n, h), lambda k: k.reshape(d, n * h).T)
+    qkv_b: tuple[Converter, Converter] = (lambda b: b.reshape(n, h), lambda b: b.reshape(n * h))
+    out_w: tuple[Converter, Converter] = (lambda w: w.T.reshape(n, h, d), lambda k: k.reshape(n * h, d).T)
+    conv: tuple[Converter, Converter] = (lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1))
+
+    table: list[Slot] = []
+
+    def add(hf_name, param, index, hf_shape, converters):
+        table.append(Slot(prefix + hf_name, tuple(param.split(".")), index, hf_shape, *converters))
+
+    add("embeddings.cls_token", "encoder.cls_token", (), (1, 1, d), same)
+    add("embeddings.position_embeddings", "encoder.pos_embed", (), (1, config.num_tokens, d), same)
+    add("embeddings.patch_embeddings.projection.weight", "encoder.patch_embed.kernel", (), (d, c, ph, pw), conv)
+    add("embeddings.patch_embeddings.projection.bias", "encoder.patch_embed.bias", (), (d,), same)
+    blocks = "encoder.blocks.layers"
+    for i in range(config.num_hidden_layers):
+        hf = f"encoder.layer.{i}"
+        for k, name in enumerate(("query", "key", "value")):
+            add(f"{hf}.attention.attention.{name}.weight", f"{blocks}.attn.qkv_kernel", (i, slice(None), k), (d, d), qkv_w)
+            if config.qkv_bias:
+                add(f"{hf}.attention.attention.{name}.bias", f"{blocks}.attn.qkv_bias", (i, k), (d,), qkv_b)
+        add(f"{hf}.attention.output.dense.weight", f"{blocks}.attn.out_kernel", (i,), (d, d), out_w)
+        add(f"{hf}.attention.output.dense.bias", f"{blocks}.attn.out_bias", (i,), (d,), same)
+        add(f"{hf}.intermediate.dense.weight", f"{blocks}.mlp.fc1_kernel", (i,), (f, d), linear)
+        add(f"{hf}.intermediate.dense.bias", f"{blocks}.mlp.fc1_bias", (i,), (f,), same)
+        add(f"{hf}.output.dense.weight", f"{blocks}.mlp.fc2_kernel", (i,), (d, f), linear)
+        add(f"{hf}.output.dense.bias", f"{blocks}.mlp.fc2_bias", (i,), (d,), same)
+        for norm, ours in (("layernorm_before", "norm1"), ("layernorm_after", "norm2")):
+            add(f"{hf}.{norm}.weight", f"{blocks}.{ours}.scale", (i,), (d,), same)
+            add(f"{hf}.{norm}.bias", f"{blocks}.{ours}.bias", (i,), (d,), same)
+    add("layernorm.weight", "encoder.norm.scale", (), (d,), same)
+    add("layernorm.bias", "encoder.norm.bias", (), (d,), same)
+    if with_head:
+        table.append(Slot("classifier.weight", ("classifier", "kernel"), (), (config.num_labels, d), *linear))
+        table.append(Slot("classifier.bias", ("classifier", "bias"), (), (config.num_labels,), *same))
+    return table
+
+
+# transformers v5 in-memory names -> classic names (v5 itself saves classic names).
+_V5_RENAMES = [
+    (re.compile(r"(^|\.)layers\.(\d+)\.attention\.q_proj\."), r"\1encoder.layer.\2.attention.attention.query."),
+    (re.compile(r"(^|\.)layers\.(\d+)\.attention\.k_proj\."), r"\1encoder.layer.\2.attention.attention.key."),
+    (re.compile(r"(^|\.)layers\.(\d+)\.attention\.v_proj\."), r"\1encoder.layer.\2.attention.attention.value."),
+    (re.compile(r"(^|\.)layers\.(\d+)\.attention\.o_proj\."), r"\1encoder.layer.\2.attention.output.dense."),
+    (re.compile(r"(^|\.)layers\.(\d+)\.mlp\.fc1\."), r"\1encoder.layer.\2.intermediate.dense."),
+    (re.compile(r"(^|\.)layers\.(\d+)\.mlp\.fc2\."), r"\1encoder.layer.\2.output.dense."),
+    (re.compile(r"(^|\.)layers\.(\d+)\.(layernorm_before|layernorm_after)\."), r"\1encoder.layer.\2.\3."),
+]
+_POOLER = re.compile(r"^(vit\.)?pooler\.dense\.(weight|bias)$")
+
+
+def classic_name(name: str) -> str:
+    for pattern, replacement in _V5_RENAMES:
+        name = pattern.sub(replacement, name)
+    return name
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's tensors do not match the model: lists every missing, unexpected and wrong-shape one."""
+
+
+def _mismatch_report(source: str, missing, unexpected, wrong_shape, wrong_dtype) -> str:
+    lines = [f"checkpoint {source} does not match the model:"]
+    for title, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("wrong shape", wrong_shape),
+        ("wrong dtype", wrong_dtype),
+    ):
+        if items:
+            lines.append(f"  {len(items)} {title} tensor(s):")
+            lines.extend(f"    {item}" for item in items)
+    return "\n".join(lines)
+
+
+def _decide_head(
+    config: ViTConfig,
+    stored_classes: int | None,
+    *,
+    num_classes: int | None,
+    id2label: dict[int, str] | None,
+    do_classification: bool | None,
+    source: str,
+) -> tuple[ViTConfig, bool, bool]:
+    """`(config, do_classification, head_from_checkpoint)` for the requested head, said out loud when replaced."""
+    if id2label is not None:
+        id2label = {int(k): str(v) for k, v in id2label.items()}
+        if num_classes is not None and num_classes != len(id2label):
+            raise ValueError(f"num_classes={num_classes} disagrees with the {len(id2label)} entries of id2label")
+        num_classes = len(id2label)
+    wants_new_head = num_classes is not None
+    if do_classification is None:
+        do_classification = stored_classes is not None or wants_new_head
+        if not do_classification:
+            logger.info("%s has no classifier head: returning a feature model (do_classification=False)", source)
+    if not do_classification:
+        if stored_classes is not None:
+            logger.info("%s: classifier head not loaded (do_classification=False)", source)
+        return config, False, False
+    if stored_classes is None and not wants_new_head:
+        raise ValueError(
+            f"{source} has no classifier head; pass num_classes=... (or id2label=...) to add a new one, "
+            "or do_classification=False for features"
+        )
+    if wants_new_head and num_classes != stored_classes:
+        logger.warning(
+            "%s: replacing the classifier head (%s -> %d classes) with a new randomly initialised one",
+            source,
+            "none" if stored_classes is None else stored_classes,
+            num_classes,
+        )
+        return config.replace(num_labels=num_classes, id2label=id2label), True, False
+    if id2label is not None:
+        config = config.replace(id2label=id2label)
+    return config, True, True
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    return np.issubdtype(dtype, np.floating) or dtype == np.dtype(ml_dtypes.bfloat16)
+
+
+def load_pretrained(
+    cls,
+    name_or_path,
+    *,
+    prefer_pytorch: bool,
+    rngs: nnx.Rngs | None,
+    dtype,
+    param_dtype,
+    sharding,
+    use_gradient_checkpointing: bool,
+    attention_fn,
+    num_classes: int | None,
+    id2label: dict[int, str] | None,
+    do_classification: bool | None,
+    revision: str | None,
+    token: str | bool | None,
+    cache_dir,
+):
+    """Strictly load an HF ViT checkpoint, streaming each tensor onto its target sharding."""
+    resolved = resolve_model(name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir)
+    config = read_config_file(resolved.config)
+    source = os.fspath(name_or_path)
+    with open_checkpoint(resolved.weights) as checkpoint:
+        stored = {classic_name(name): name for name in checkpoint.entries()}
+        entries = checkpoint.entries()
+        prefix = "vit." if any(name.startswith("vit.") for name in stored) else ""
+        head = stored.get("classifier.weight")
+        stored_classes = entries[head][0][0] if head is not None and len(entries[head][0]) == 2 else None
+        config, do_classification, head_from_checkpoint = _decide_head(
+            config, stored_classes, num_classes=num_classes, id2label=id2label, do_classification=do_classification, source=source
+        )
+        table = name_table(config, prefix=prefix, with_head=head_from_checkpoint)
+
+        expected = {slot.hf_name for slot in table}
+        ignored = {name for name in stored if _POOLER.match(name)}
+        if not head_from_checkpoint:
+            ignored |= {name for name in stored if name.startswith("classifier.")}
+        missing = sorted(expected - stored.keys())
+        unexpected = sorted(stored.keys() - expected - ignored)
+        wrong_shape, wrong_dtype = [], []
+        for slot in table:
+            if slot.hf_name not in stored:
+                continue
+            shape, stored_dtype = entries[stored[slot.hf_name]]
+            if tuple(shape) != slot.hf_shape:
+                wrong_shape.append(f"{stored[slot.hf_name]}: checkpoint {list(shape)}, model expects {list(slot.hf_shape)}")
+            if not _is_float(stored_dtype):
+                wrong_dtype.append(f"{stored[slot.hf_name]}: {stored_dtype} (expected a floating-point tensor)")
+        if missing or unexpected or wrong_shape or wrong_dtype:
+            raise CheckpointMismatchError(_mismatch_report(source, missing, unexpected, wrong_shape, wrong_dtype))
+        if ignored & {name for name in stored if _POOLER.match(name)}:
+            logger.info("%s: skipped ViTModel's pooler (dense+tanh), which VisionTransformer does not use", source)
+
+        def build(model_rngs):
+            return cls(
+                config=config,
+                rngs=model_rngs,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                sharding=sharding,
+                use_gradient_checkpointing=use_gradient_checkpointing,
+                attention_fn=attention_fn,
+                do_classification=do_classification,
+            )
+
+        abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
+        graphdef, abstract_state = nnx.split(abstract)
+        variables = dict(nnx.to_flat_state(abstract_state))
+        loaded = _read_params(checkpoint, table, stored, variables)
+
+    # Everything the checkpoint does not hold (dropout rng state, a new head) comes from a jitted
+    # constructor; XLA drops the parameter initialisers whose results are unused.
+    fresh_filter = nnx.Not(nnx.Param) if head_from_checkpoint else nnx.Any(nnx.Not(nnx.Param), nnx.PathContains("classifier"))
+    fresh = nnx.jit(lambda r: nnx.state(build(r), fresh_filter))(rngs if rngs is not None else nnx.Rngs(0))
+    for path, variable in nnx.to_flat_state(fresh):
+        loaded[path] = variable
+    left = sorted(".".join(map(str, p)) for p in variables.keys() - loaded.keys())
+    if left:  # a bug in the name table, never a user error
+        raise RuntimeError(f"internal error: parameters not filled by the loader: {left}")
+    model = nnx.merge(graphdef, nnx.from_flat_state([(path, loaded[path]) for path in variables]))
+    model.preprocessor_json = resolved.preprocessor.read_text(encoding="utf-8") if resolved.preprocessor else None
+    return model
+
+
+def _read_params(checkpoint, table: list[Slot], stored: dict[str, str], variables: dict) -> dict:
+    """Fill each parameter from its slots on host, then place it on its sharding; one parameter at a time."""
+    by_param: dict[tuple[str, ...], list[Slot]] = {}
+    for slot in table:
+        by_param.setdefault(slot.param, []).append(slot)
+    mesh = active_mesh()
+    out = {}
+    for param, slots in by_param.items():
+        variable = variables[param]
+        shape, param_dtype = variable.value.shape, variable.value.dtype
+        host = np.empty(shape, param_dtype)
+        for slot in slots:
+            host[slot.index] = slot.to_jimm(checkpoint.read(stored[slot.hf_name])).astype(param_dtype)
+        spec = variable.get_metadata().get("out_sharding")
+        array = jax.device_put(host, spec) if mesh is not None and spec is not None else jax.device_put(host)
+        del host
+        out[param] = variable.replace(value=array)
+    return out
+
+
+# -- saving ---------------------------------------------------------------------------------------------------
+
+
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def _parse_size(size: int | str) -> int:
+    """Bytes from an int or a string like '5GB' / '500MiB' (the forms transformers accepts)."""
+    if isinstance(size, int) and size > 0:
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?I?B)\s*", str(size).upper())
+    if not match:
+        raise ValueError(f"max_shard_size must be a positive byte count or like '5GB' / '500MiB', got {size!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+DEFAULT_PREPROCESSOR = {
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_processor_type": "ViTImageProcessor",
+    "image_std": [0.5, 0.5, 0.5],
+    "resample": 2,
+    "rescale_factor": 1 / 255,
+}
+
+
+def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB") -> None:
+    """Write HF-format files to a staging folder, then move each into place (no half-written files)."""
+    limit = _parse_size(max_shard_size)
+    config: ViTConfig = model.config
+    with_head = model.do_classification
+    table = name_table(config, prefix="vit." if with_head else "", with_head=with_head)
+    params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    for slot in table:
+        if slot.param not in params:
+            raise RuntimeError(f"internal error: model has no parameter {'.'.join(slot.param)} for {slot.hf_name}")
+
+    def producer(slot: Slot):
+        return lambda: slot.to_hf(np.asarray(params[slot.param].value[slot.index]))
+
+    tensors = [(s.hf_name, s.hf_shape, np.dtype(params[s.param].value.dtype), producer(s)) for s in table]
+    shards: list[list] = [[]]
+    size = 0
+    for tensor in tensors:
+        nbytes = int(np.prod(tensor[1])) * tensor[2].itemsize
+        if shards[-1] and size + nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += nbytes
+
+    if jax.process_index() != 0:
+        return
+    target = Path(save_directory)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} exists and is not a directory")
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".jimm-save-", dir=target))
+    try:
+        names = []
+        if len(shards) == 1:
+            names.append(SAFETENSORS)
+            write_safetensors(staging / SAFETENSORS, shards[0], metadata={"format": "pt"})
+        else:
+            weight_map, total = {}, 0
+            for i, shard in enumerate(shards):
+                name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                write_safetensors(staging / name, shard, metadata={"format": "pt"})
+                names.append(name)
+                for hf_name, shape, dtype, _ in shard:
+                    weight_map[hf_name] = name
+                    total += int(np.prod(shape)) * dtype.itemsize
+            _write_json(staging / SAFETENSORS_INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
+            names.append(SAFETENSORS_INDEX)
+        hf_config = config.to_hf_dict(architecture="ViTForImageClassification" if with_head else "ViTModel")
+        hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(tensors[0][2].name, "float32")
+        _write_json(staging / CONFIG, hf_config)
+        preprocessor = getattr(model, "preprocessor_json", None)
+        if preprocessor is None:
+            h, w = config.image_hw
+            preprocessor = json.dumps({**DEFAULT_PREPROCESSOR, "size": {"height": h, "width": w}}, indent=2)
+        (staging / PREPROCESSOR).write_text(preprocessor, encoding="utf-8")
+        names += [PREPROCESSOR, CONFIG]  # config last: a reader sees new weights before it sees a new config
+        stale = {p.name for p in target.glob("model*.safetensors*")} - set(names)
+        for name in names:
+            os.replace(staging / name, target / name)
+        for name in stale:
+            (target / name).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+__all__ = ["CheckpointMismatchError", "load_pretrained", "name_table", "save_pretrained"]
