@@ -58,7 +58,9 @@ def to_torch(x: np.ndarray):
 
 
 def pytest_collection_modifyitems(config, items):
-    has_gpu = any(d.platform == "gpu" for d in jax.devices()) if "gpu" not in os.environ.get("JAX_PLATFORMS", "cpu") else True
+    has_gpu = (
+        any(d.platform == "gpu" for d in jax.devices()) if "gpu" not in os.environ.get("JAX_PLATFORMS", "cpu") else True
+    )
     skip_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU")
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
