@@ -3,7 +3,7 @@
 from .common import sharding
 from .common.attention import make_tokamax_attention, tokamax_attention
 from .common.sharding import NoSharding, ShardingSpec, ViTSharding
-from .models.vit import ViTConfig, VisionTransformer
+from .models.vit import VisionTransformer, ViTConfig
 
 __all__ = [
     "NoSharding",

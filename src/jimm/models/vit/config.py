@@ -113,8 +113,8 @@ class ViTConfig:
             labels = {int(k): str(v) for k, v in self.id2label.items()}
             if sorted(labels) != list(range(self.num_labels)):
                 raise ValueError(
-                    f"ViTConfig.id2label must have exactly the ids 0..{self.num_labels - 1} (num_labels={self.num_labels}), "
-                    f"got {len(labels)} ids"
+                    f"ViTConfig.id2label must have exactly the ids 0..{self.num_labels - 1} "
+                    f"(num_labels={self.num_labels}), got {len(labels)} ids"
                 )
             object.__setattr__(self, "id2label", labels)
 
