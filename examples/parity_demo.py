@@ -14,7 +14,13 @@ import jimm
 def main() -> None:
     jax.config.update("jax_default_matmul_precision", "highest")
     model = jimm.VisionTransformer(
-        num_classes=10, img_size=32, patch_size=4, num_layers=4, num_heads=4, mlp_dim=96, hidden_size=64,
+        num_classes=10,
+        img_size=32,
+        patch_size=4,
+        num_layers=4,
+        num_heads=4,
+        mlp_dim=96,
+        hidden_size=64,
         id2label={i: f"digit_{i}" for i in range(10)},
     )
     images = np.random.RandomState(0).rand(4, 32, 32, 3).astype(np.float32)
