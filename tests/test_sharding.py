@@ -257,3 +257,65 @@ def test_compute_kernel_spec_rules():
     )
     # Column-parallel: output axis kept.
     assert shd.compute_kernel_spec("BTD,DF->BTF", P("fsdp", None, None), P("fsdp", "tp")) == P(None, "tp")
+
+
+# -- loading and saving ---------------------------------------------------------------------------------------
+
+HF_ARCH = dict(
+    hidden_size=64, num_attention_heads=8, intermediate_size=128, image_size=16, patch_size=4, num_labels=16
+)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    import torch
+    from conftest import hf_model, to_torch
+
+    model = hf_model(**HF_ARCH)
+    path = tmp_path_factory.mktemp("hf")
+    model.save_pretrained(path)
+    x = batch()[0]
+    with torch.no_grad():
+        logits = model(pixel_values=to_torch(x)).logits.numpy()
+    return path, x, logits
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_load_under_mesh_places_each_shard(hf_dir, monkeypatch, scan_layers):
+    path, x, torch_logits = hf_dir
+    requested = []
+    original = jax.make_array_from_callback
+
+    def recording(shape, sharding, callback, *args, **kwargs):
+        requested.append((shape, sharding.spec))
+        return original(shape, sharding, lambda index: requested.append((shape, index)) or callback(index), *args, **kwargs)
+
+    monkeypatch.setattr(jax, "make_array_from_callback", recording)
+    with jax.set_mesh(make_mesh((1, 8), ("data", "fsdp"))):
+        model = jimm.VisionTransformer.from_pretrained(path, scan_layers=scan_layers)
+        logits = model(x)
+    np.testing.assert_allclose(np.asarray(logits), torch_logits, atol=1e-5)
+    # every sharded parameter was copied shard by shard: no device ever received the whole tensor
+    qkv = model.encoder.blocks.layers.attn.qkv_kernel if scan_layers else model.encoder.blocks.layers[0].attn.qkv_kernel
+    assert qkv[...].sharding.spec == (P(None, "fsdp", None, None, None) if scan_layers else P("fsdp", None, None, None))
+    assert {s.data.shape[-4] for s in qkv[...].addressable_shards} == {64 // 8}
+    indices = [entry for entry in requested if isinstance(entry[1], tuple)]
+    sharded = [(shape, index) for shape, index in indices if any(i != slice(None) for i in index)]
+    assert len(sharded) >= 5  # patch, qkv, out, fc1, fc2, classifier kernels
+    for shape, index in sharded:
+        sizes = [len(range(*i.indices(n))) for i, n in zip(index, shape, strict=False)]
+        assert np.prod(sizes) * 8 == np.prod(shape[: len(sizes)]), (shape, index)
+
+
+def test_save_sharded_writes_the_same_files(hf_dir, tmp_path):
+    path, _, _ = hf_dir
+    jimm.VisionTransformer.from_pretrained(path).save_pretrained(tmp_path / "plain")
+    with jax.set_mesh(make_mesh((2, 4), ("data", "fsdp"))):
+        jimm.VisionTransformer.from_pretrained(path).save_pretrained(tmp_path / "sharded")
+        jimm.VisionTransformer.from_pretrained(path, scan_layers=False).save_pretrained(tmp_path / "loop")
+    names = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert "model.safetensors" in names
+    for other in ("sharded", "loop"):
+        assert sorted(p.name for p in (tmp_path / other).iterdir()) == names
+        for name in names:
+            assert (tmp_path / other / name).read_bytes() == (tmp_path / "plain" / name).read_bytes(), (other, name)

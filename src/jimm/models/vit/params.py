@@ -326,6 +326,7 @@ def place(host: np.ndarray, spec) -> jax.Array:
     `make_array_from_callback` touches only this process's devices, so it also works when the mesh spans
     processes (each process reads the same checkpoint).
     """
+    spec = spec if isinstance(spec, jax.sharding.PartitionSpec) else jax.sharding.PartitionSpec(*spec)  # vmap: a tuple
     sharding = jax.sharding.NamedSharding(jax.sharding.get_mesh(), spec)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
