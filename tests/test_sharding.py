@@ -261,9 +261,7 @@ def test_compute_kernel_spec_rules():
 
 # -- loading and saving ---------------------------------------------------------------------------------------
 
-HF_ARCH = dict(
-    hidden_size=64, num_attention_heads=8, intermediate_size=128, image_size=16, patch_size=4, num_labels=16
-)
+HF_ARCH = dict(hidden_size=64, num_attention_heads=8, intermediate_size=128, image_size=16, patch_size=4, num_labels=16)
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +286,9 @@ def test_load_under_mesh_places_each_shard(hf_dir, monkeypatch, scan_layers):
 
     def recording(shape, sharding, callback, *args, **kwargs):
         requested.append((shape, sharding.spec))
-        return original(shape, sharding, lambda index: requested.append((shape, index)) or callback(index), *args, **kwargs)
+        return original(
+            shape, sharding, lambda index: requested.append((shape, index)) or callback(index), *args, **kwargs
+        )
 
     monkeypatch.setattr(jax, "make_array_from_callback", recording)
     with jax.set_mesh(make_mesh((1, 8), ("data", "fsdp"))):
