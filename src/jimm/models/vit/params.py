@@ -372,7 +372,7 @@ def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB")
             raise RuntimeError(f"internal error: model has no parameter {'.'.join(slot.param)} for {slot.hf_name}")
 
     def producer(slot: Slot):
-        return lambda: slot.to_hf(to_host(params[slot.param].value[slot.index]))
+        return lambda: slot.to_hf(to_host(params[slot.param].get_value()[slot.index]))
 
     tensors = [(s.hf_name, s.hf_shape, np.dtype(params[s.param].value.dtype), producer(s)) for s in table]
     shards: list[list] = [[]]
