@@ -16,7 +16,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from .attention import AttentionFn, apply_attention_weights, attention_weights, xla_attention
-from .sharding import ShardingSpec, Spec, active_mesh, shard, with_sharding
+from .sharding import ShardingSpec, Spec, active_mesh, check_fits, gather_for, shard, with_sharding
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     # HF "gelu" is the exact erf GELU; "gelu_new" and "gelu_pytorch_tanh" are the tanh approximation.
@@ -32,10 +32,21 @@ default_kernel_init = nnx.initializers.truncated_normal(stddev=0.02)
 
 
 def einsum(equation: str, x: jax.Array, kernel: jax.Array, out_spec: Spec) -> jax.Array:
-    """`jnp.einsum` that names its output sharding under a mesh (needed when a contracting dim is sharded)."""
-    if out_spec is not None and active_mesh() is not None:
-        return jnp.einsum(equation, x, kernel, out_sharding=out_spec)
-    return jnp.einsum(equation, x, kernel)
+    """`jnp.einsum` under a mesh: gathers the kernel's FSDP axes first and names the output sharding.
+
+    The output sharding is needed when a contracted dimension stays sharded (tensor parallel: an all-reduce).
+    """
+    mesh = active_mesh()
+    if mesh is None:
+        return jnp.einsum(equation, x, kernel)
+    kernel = gather_for(equation, x, kernel)
+    if out_spec is None:
+        return jnp.einsum(equation, x, kernel)
+    inputs, output = equation.replace(" ", "").split("->")
+    sizes = dict(zip(inputs.replace(",", ""), (*x.shape, *kernel.shape), strict=True))
+    out_shape = tuple(sizes[letter] for letter in output)
+    check_fits(f"einsum {equation!r} output", out_shape, out_spec, mesh)
+    return jnp.einsum(equation, x, kernel, out_sharding=out_spec)
 
 
 class LayerNorm(nnx.LayerNorm):
@@ -197,12 +208,60 @@ class Block(nnx.Module):
         return shard(x + self.drop(self.mlp(self.norm2(x))), self.act_spec)
 
 
-class Encoder(nnx.Module):
-    """`num_layers` blocks with stacked parameters, run with `nnx.scan` (optionally rematerialised)."""
+# Policies of `jax.checkpoint_policies` that take no arguments, by name.
+REMAT_POLICIES: tuple[str, ...] = (
+    "nothing_saveable",
+    "everything_saveable",
+    "dots_saveable",
+    "checkpoint_dots",
+    "dots_with_no_batch_dims_saveable",
+    "checkpoint_dots_with_no_batch_dims",
+)
+DEFAULT_REMAT_POLICY = "nothing_saveable"
+"""Used when checkpointing is on and no policy is named: keep only each block's input, recompute the rest."""
 
-    def __init__(self, num_layers: int, *, remat: bool, rngs: nnx.Rngs, **block_kwargs):
+
+def remat_policy_fn(name: str) -> Callable[..., bool]:
+    """The `jax.checkpoint_policies` function called `name`, or a clear error listing the valid names."""
+    if name not in REMAT_POLICIES:
+        raise ValueError(
+            f"unknown remat_policy {name!r}; choose one of {list(REMAT_POLICIES)} (jax.checkpoint_policies)"
+        )
+    return getattr(jax.checkpoint_policies, name)
+
+
+class Encoder(nnx.Module):
+    """`num_layers` blocks, scanned (stacked parameters, one compiled body) or as a python loop over modules.
+
+    Scanned (`scan_layers=True`, the default): parameters carry a leading L axis and their sharding specs a
+    leading `None` (`nnx.vmap` transform_metadata), so optimizer state built from them is sharded alike; compile
+    time does not grow with depth. Unscanned: `layers` is a list of per-layer `Block`s (for per-layer surgery);
+    `stacked_to_per_layer` / `per_layer_to_stacked` convert parameters between the two layouts.
+
+    `remat_policy` names a `jax.checkpoint_policies` policy (see `REMAT_POLICIES`); `remat=True` with no policy
+    uses `DEFAULT_REMAT_POLICY`; naming a policy turns checkpointing on.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        *,
+        remat: bool,
+        rngs: nnx.Rngs,
+        remat_policy: str | None = None,
+        scan_layers: bool = True,
+        **block_kwargs,
+    ):
         self.num_layers = num_layers
-        self.remat = remat
+        self.scan_layers = scan_layers
+        self.remat_policy = remat_policy or (DEFAULT_REMAT_POLICY if remat else None)
+        self.remat = self.remat_policy is not None
+        if self.remat_policy is not None:
+            remat_policy_fn(self.remat_policy)  # fail at construction, not at the first backward pass
+
+        if not scan_layers:
+            self.layers = nnx.List([Block(rngs=rngs, **block_kwargs) for _ in range(num_layers)])
+            return
 
         @nnx.split_rngs(splits=num_layers)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: None})
@@ -220,7 +279,14 @@ class Encoder(nnx.Module):
             return block(x)
 
         if self.remat:
-            step = nnx.remat(step)
+            step = nnx.remat(step, policy=remat_policy_fn(self.remat_policy))
+
+        if not self.scan_layers:
+            outputs = []
+            for block in self.layers:
+                x = step(block, x)
+                outputs.append(x)
+            return (x, jnp.stack(outputs)) if return_hidden_states else x
 
         @nnx.scan(in_axes=(0, nnx.Carry), out_axes=(nnx.Carry, 0) if return_hidden_states else nnx.Carry)
         def run(block: Block, x: jax.Array):
@@ -228,3 +294,40 @@ class Encoder(nnx.Module):
             return (y, y) if return_hidden_states else y
 
         return run(self.layers, x)
+
+
+LAYERS_PATH: tuple[str, ...] = ("encoder", "blocks", "layers")
+"""Where a VisionTransformer keeps its `Encoder.layers` in `nnx.state(model)`."""
+
+
+def _subtree(tree: dict, path: tuple) -> tuple[dict, object]:
+    parent = tree
+    for key in path[:-1]:
+        parent = parent[key]
+    return parent, path[-1]
+
+
+def stacked_to_per_layer(state: dict, path: tuple[str, ...] = LAYERS_PATH) -> dict:
+    """Scanned -> unscanned layout of a pure state dict (`nnx.to_pure_dict(nnx.state(model))`); a new dict.
+
+    The stacked subtree at `path` (every leaf `[L, ...]`) becomes `{0: leaf[0], 1: leaf[1], ...}`.
+    """
+    state = jax.tree.map(lambda a: a, state)  # copy the containers, share the leaves
+    parent, key = _subtree(state, path)
+    stacked = parent[key]
+    leaves = jax.tree.leaves(stacked)
+    num_layers = leaves[0].shape[0]
+    parent[key] = {i: jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(num_layers)}
+    return state
+
+
+def per_layer_to_stacked(state: dict, path: tuple[str, ...] = LAYERS_PATH) -> dict:
+    """Unscanned -> scanned layout of a pure state dict: `{0: tree, 1: tree, ...}` at `path` becomes one tree."""
+    state = jax.tree.map(lambda a: a, state)
+    parent, key = _subtree(state, path)
+    per_layer = parent[key]
+    order = sorted(per_layer, key=int)
+    if [int(i) for i in order] != list(range(len(order))):
+        raise ValueError(f"per-layer keys at {'.'.join(path)} must be 0..L-1, got {order}")
+    parent[key] = jax.tree.map(lambda *a: jnp.stack(a), *[per_layer[i] for i in order])
+    return state

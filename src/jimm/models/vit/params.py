@@ -97,6 +97,26 @@ def name_table(config: ViTConfig, *, prefix: str, with_head: bool) -> list[Slot]
     return table
 
 
+_LAYERS = ("encoder", "blocks", "layers")
+
+
+def for_layout(table: list[Slot], param_paths) -> list[Slot]:
+    """The table for the model's block layout: stacked `layers.attn...[i, ...]` or per-layer `layers.i.attn...[...]`.
+
+    `name_table` indexes stacked parameters; an unscanned model (`scan_layers=False`) keeps each block's
+    parameters under its own index, so the layer index moves from the array index into the path.
+    """
+    paths = set(param_paths)
+    out = []
+    for slot in table:
+        stacked = slot.param[: len(_LAYERS)] == _LAYERS and slot.param not in paths
+        if stacked:
+            i, *rest = slot.index
+            slot = dataclasses.replace(slot, param=(*_LAYERS, i, *slot.param[len(_LAYERS) :]), index=tuple(rest))
+        out.append(slot)
+    return out
+
+
 # transformers v5 in-memory names -> classic names (v5 itself saves classic names).
 _V5_RENAMES = [
     (re.compile(r"(^|\.)layers\.(\d+)\.attention\.q_proj\."), r"\1encoder.layer.\2.attention.attention.query."),
@@ -197,6 +217,8 @@ def load_pretrained(
     revision: str | None,
     token: str | bool | None,
     cache_dir,
+    remat_policy: str | None = None,
+    scan_layers: bool = True,
 ):
     """Strictly load an HF ViT checkpoint, streaming each tensor onto its target sharding."""
     resolved = resolve_model(
@@ -252,11 +274,14 @@ def load_pretrained(
                 use_gradient_checkpointing=use_gradient_checkpointing,
                 attention_fn=attention_fn,
                 do_classification=do_classification,
+                remat_policy=remat_policy,
+                scan_layers=scan_layers,
             )
 
         abstract = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
         graphdef, abstract_state = nnx.split(abstract)
         variables = dict(nnx.to_flat_state(abstract_state))
+        table = for_layout(table, variables)
         loaded = _read_params(checkpoint, table, stored, variables)
 
     # Everything the checkpoint does not hold (dropout rng state, a new head) comes from a jitted
@@ -289,10 +314,21 @@ def _read_params(checkpoint, table: list[Slot], stored: dict[str, str], variable
         for slot in slots:
             host[slot.index] = slot.to_jimm(checkpoint.read(stored[slot.hf_name])).astype(param_dtype)
         spec = variable.get_metadata().get("out_sharding")
-        array = jax.device_put(host, spec) if mesh is not None and spec is not None else jax.device_put(host)
+        array = place(host, spec) if mesh is not None and spec is not None else jax.device_put(host)
         del host
         out[param] = variable.replace(value=array)
     return out
+
+
+def place(host: np.ndarray, spec) -> jax.Array:
+    """Put a host array on `spec` under the active mesh, copying to each device only its own shard.
+
+    `make_array_from_callback` touches only this process's devices, so it also works when the mesh spans
+    processes (each process reads the same checkpoint).
+    """
+    spec = spec if isinstance(spec, jax.sharding.PartitionSpec) else jax.sharding.PartitionSpec(*spec)  # vmap: a tuple
+    sharding = jax.sharding.NamedSharding(jax.sharding.get_mesh(), spec)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 # -- saving ---------------------------------------------------------------------------------------------------
@@ -330,12 +366,13 @@ def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB")
     with_head = model.do_classification
     table = name_table(config, prefix="vit." if with_head else "", with_head=with_head)
     params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    table = for_layout(table, params)
     for slot in table:
         if slot.param not in params:
             raise RuntimeError(f"internal error: model has no parameter {'.'.join(slot.param)} for {slot.hf_name}")
 
     def producer(slot: Slot):
-        return lambda: slot.to_hf(np.asarray(params[slot.param].get_value()[slot.index]))
+        return lambda: slot.to_hf(to_host(params[slot.param].get_value()[slot.index]))
 
     tensors = [(s.hf_name, s.hf_shape, np.dtype(params[s.param].get_value().dtype), producer(s)) for s in table]
     shards: list[list] = [[]]
@@ -348,11 +385,14 @@ def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB")
         shards[-1].append(tensor)
         size += nbytes
 
-    if jax.process_index() != 0:
-        return
     target = Path(save_directory)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a directory")
+    if jax.process_index() != 0:
+        # Gathering a tensor that spans processes is a collective: every process runs it, in process 0's order.
+        for *_, produce in tensors:
+            produce()
+        return
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".jimm-save-", dir=target))
     try:
@@ -387,6 +427,15 @@ def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB")
             (target / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """A numpy copy of a (possibly sharded) array; gathers across processes when it is not fully addressable."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from ...common.attention import AttentionFn
-from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding, shard, with_sharding
+from ...common.sharding import ShardingSpec, ViTSharding, reshape_batched, resolve_sharding, shard, with_sharding
 from ...common.transformer import Encoder, LayerNorm, default_kernel_init, einsum
 from .config import ViTConfig
 
@@ -50,7 +50,8 @@ class PatchEmbed(nnx.Module):
         b, h, w, c = x.shape
         ph, pw = self.patch_hw
         gh, gw = h // ph, w // pw
-        patches = x.reshape(b, gh, ph, gw, pw, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, ph * pw * c)
+        patches = reshape_batched(x, (b, gh, ph, gw, pw, c)).transpose(0, 1, 3, 2, 4, 5)
+        patches = reshape_batched(patches, (b, gh * gw, ph * pw * c))
         kernel = self.kernel[...].reshape(ph * pw * c, -1).astype(self.dtype)
         return einsum("BTP,PD->BTD", patches.astype(self.dtype), kernel, self.out_spec) + self.bias[...].astype(
             self.dtype
@@ -67,6 +68,8 @@ class VisionTransformerBase(nnx.Module):
         attention_fn: AttentionFn | None,
         use_gradient_checkpointing: bool,
         sharding: ShardingSpec,
+        remat_policy: str | None = None,
+        scan_layers: bool = True,
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
@@ -86,6 +89,8 @@ class VisionTransformerBase(nnx.Module):
         self.blocks = Encoder(
             config.num_hidden_layers,
             remat=use_gradient_checkpointing,
+            remat_policy=remat_policy,
+            scan_layers=scan_layers,
             rngs=rngs,
             dim=d,
             num_heads=config.num_attention_heads,
@@ -119,8 +124,9 @@ class VisionTransformerBase(nnx.Module):
 
     def embed(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:
         self.check_images(x)
-        tokens = self.patch_embed(x)
+        tokens = self.patch_embed(shard(x, self.sharding.batch_spec(x.ndim), "images"))
         cls = jnp.broadcast_to(self.cls_token[...].astype(tokens.dtype), (tokens.shape[0], 1, tokens.shape[-1]))
+        cls = shard(cls, self.sharding.act_btd)  # batch-sharded like the patch tokens, so they concatenate
         tokens = jnp.concatenate([cls, tokens], axis=1) + self.pos_embed[...].astype(tokens.dtype)
         return shard(self.pos_drop(tokens), self.sharding.act_btd)
 
@@ -137,6 +143,29 @@ class VisionTransformerBase(nnx.Module):
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B D"]:
         """The pooled representation: the class token after the final LayerNorm."""
         return self.forward_features(x)[:, 0]
+
+
+def param_shapes(config: ViTConfig) -> dict[str, tuple[int, ...]]:
+    """Per-layer parameter shapes by `ShardingSpec` field, to check a spec against a mesh before building."""
+    d, n, f = config.hidden_size, config.num_attention_heads, config.intermediate_size
+    ph, pw = config.patch_hw
+    return {
+        "patch_kernel": (ph, pw, config.num_channels, d),
+        "patch_bias": (d,),
+        "cls_token": (1, 1, d),
+        "pos_embed": (1, config.num_tokens, d),
+        "qkv_kernel": (d, 3, n, d // n),
+        "qkv_bias": (3, n, d // n),
+        "attn_out_kernel": (n, d // n, d),
+        "attn_out_bias": (d,),
+        "mlp_in_kernel": (d, f),
+        "mlp_in_bias": (f,),
+        "mlp_out_kernel": (f, d),
+        "mlp_out_bias": (d,),
+        "norm": (d,),
+        "proj_kernel": (d, max(config.num_labels, 1)),
+        "proj_bias": (max(config.num_labels, 1),),
+    }
 
 
 class VisionTransformer(nnx.Module):
@@ -173,6 +202,8 @@ class VisionTransformer(nnx.Module):
         attention_dropout_rate: float = 0.0,
         id2label: dict[int, str] | None = None,
         config: ViTConfig | None = None,
+        remat_policy: str | None = None,
+        scan_layers: bool = True,
     ) -> None:
         """Build a ViT with random weights, in eval mode.
 
@@ -200,6 +231,10 @@ class VisionTransformer(nnx.Module):
             attention_dropout_rate: Dropout on attention probabilities (active after `.train()`).
             id2label: Class names, saved in `config.json`.
             config: A complete `ViTConfig`; when given, it replaces every architecture argument above.
+            remat_policy: A `jax.checkpoint_policies` name (e.g. "dots_with_no_batch_dims_saveable"); turns
+                checkpointing on. None with `use_gradient_checkpointing=True` means "nothing_saveable".
+            scan_layers: Stack the blocks and run them with `nnx.scan` (one compiled block); False keeps a python
+                list of per-layer blocks (`encoder.blocks.layers[i]`) for per-layer surgery.
         """
         if config is None:
             config = ViTConfig(
@@ -221,6 +256,7 @@ class VisionTransformer(nnx.Module):
         if rngs is None:
             rngs = nnx.Rngs(0)
         sharding = resolve_sharding(sharding)
+        sharding.check_shapes(param_shapes(config))
         self.config = config
         self.do_classification = do_classification
         self.preprocessor_json: str | None = None  # the checkpoint's preprocessor_config.json, kept for saving
@@ -229,6 +265,8 @@ class VisionTransformer(nnx.Module):
             config,
             attention_fn=attention_fn,
             use_gradient_checkpointing=use_gradient_checkpointing,
+            remat_policy=remat_policy,
+            scan_layers=scan_layers,
             sharding=sharding,
             dtype=dtype,
             param_dtype=param_dtype,
@@ -280,6 +318,8 @@ class VisionTransformer(nnx.Module):
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         do_classification: bool = True,
+        remat_policy: str | None = None,
+        scan_layers: bool = True,
     ) -> VisionTransformer:
         """A randomly initialised model (in eval mode) from an HF config dict or a `ViTConfig`.
 
@@ -296,6 +336,8 @@ class VisionTransformer(nnx.Module):
             use_gradient_checkpointing=use_gradient_checkpointing,
             attention_fn=attention_fn,
             do_classification=do_classification,
+            remat_policy=remat_policy,
+            scan_layers=scan_layers,
         )
 
     @classmethod
@@ -316,6 +358,8 @@ class VisionTransformer(nnx.Module):
         revision: str | None = None,
         token: str | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
+        remat_policy: str | None = None,
+        scan_layers: bool = True,
     ) -> VisionTransformer:
         """Load an HF ViT checkpoint from a local directory or a hub repo id, strictly.
 
@@ -332,6 +376,8 @@ class VisionTransformer(nnx.Module):
             id2label: Class names for the new head (implies `num_classes=len(id2label)`).
             do_classification: Keep a classifier; None follows the checkpoint (headless `ViTModel` gives features).
             revision, token, cache_dir: Passed to `huggingface_hub` for repo ids.
+            remat_policy: A `jax.checkpoint_policies` name; see `VisionTransformer`.
+            scan_layers: Stacked, scanned blocks (default) or a python list of blocks; both load the same files.
 
         Returns:
             The model, in eval mode.
@@ -354,6 +400,8 @@ class VisionTransformer(nnx.Module):
             revision=revision,
             token=token,
             cache_dir=cache_dir,
+            remat_policy=remat_policy,
+            scan_layers=scan_layers,
         )
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, max_shard_size: int | str = "5GB") -> None:
