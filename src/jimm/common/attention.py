@@ -213,6 +213,8 @@ class TokamaxAttention:
 
     def __call__(self, query, key, value, bias=None, mask=None, **kwargs: Any) -> Float[Array, "B T N H"]:
         is_causal = _flax_kwargs(repr(self), kwargs)
+        query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)  # tokamax takes jax arrays only
+        bias, mask = (None if x is None else jnp.asarray(x) for x in (bias, mask))
         chosen = self.choice(query, key, value, bias, mask, is_causal=is_causal)
         return _run_tokamax(chosen.backend, query, key, value, bias, mask, is_causal)
 
