@@ -15,7 +15,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
-from .attention import AttentionFn, apply_attention_weights, attention_weights, xla_attention
+from .attention import AttentionFn, apply_attention_weights, attention_weights, check_dropout_support, xla_attention
 from .sharding import ShardingSpec, Spec, active_mesh, check_fits, gather_for, shard, with_sharding
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -66,7 +66,12 @@ class LayerNorm(nnx.LayerNorm):
 
 
 class Attention(nnx.Module):
-    """Multi-head self-attention with a fused qkv kernel `[D, 3, N, H]`."""
+    """Multi-head self-attention with a fused qkv kernel `[D, 3, N, H]`.
+
+    `attention_fn(q, k, v)` runs the attention itself; the explicit XLA path (probabilities materialised) is used
+    instead when attention dropout is active (only allowed for XLA backends, see `check_dropout_support`) and
+    when the weights are asked for (`weights`, `return_weights=True`).
+    """
 
     def __init__(
         self,
@@ -122,16 +127,24 @@ class Attention(nnx.Module):
         q, k, _ = self.qkv(x)
         return attention_weights(q, k)
 
-    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+    def __call__(
+        self, x: Float[Array, "B T D"], *, return_weights: bool = False
+    ) -> Float[Array, "B T D"] | tuple[Float[Array, "B T D"], Float[Array, "B N T T"]]:
+        """Self-attention; with `return_weights`, also the probabilities (explicit XLA path, pre-dropout)."""
         q, k, v = self.qkv(x)
-        if self.attn_drop.rate > 0 and not self.attn_drop.deterministic:
-            # Dropout on the probabilities needs them explicitly; kernels never expose them.
-            out = apply_attention_weights(self.attn_drop(attention_weights(q, k)), v)
+        dropout = self.attn_drop.rate > 0 and not self.attn_drop.deterministic
+        weights = None
+        if dropout or return_weights:
+            if dropout and not return_weights:
+                check_dropout_support(self.attention_fn, q, k, self.attn_drop.rate)
+            weights = attention_weights(q, k)
+            out = apply_attention_weights(self.attn_drop(weights) if dropout else weights, v)
         else:
             out = self.attention_fn(q, k, v)
         out = shard(out, self.sharding.act_btnh)
         y = einsum("BTNH,NHD->BTD", out, self.out_kernel[...].astype(self.dtype), self.sharding.act_btd)
-        return y + self.out_bias[...].astype(self.dtype)
+        y = y + self.out_bias[...].astype(self.dtype)
+        return (y, weights) if return_weights else y
 
 
 class MLP(nnx.Module):
@@ -203,9 +216,14 @@ class Block(nnx.Module):
         self.drop = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
         self.act_spec = sharding.act_btd
 
-    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
-        x = shard(x + self.drop(self.attn(self.norm1(x))), self.act_spec)
-        return shard(x + self.drop(self.mlp(self.norm2(x))), self.act_spec)
+    def __call__(
+        self, x: Float[Array, "B T D"], *, return_attention_weights: bool = False
+    ) -> Float[Array, "B T D"] | tuple[Float[Array, "B T D"], Float[Array, "B N T T"]]:
+        attn = self.attn(self.norm1(x), return_weights=return_attention_weights)
+        attn, weights = attn if return_attention_weights else (attn, None)
+        x = shard(x + self.drop(attn), self.act_spec)
+        x = shard(x + self.drop(self.mlp(self.norm2(x))), self.act_spec)
+        return (x, weights) if return_attention_weights else x
 
 
 # Policies of `jax.checkpoint_policies` that take no arguments, by name.
@@ -271,29 +289,42 @@ class Encoder(nnx.Module):
         self.layers = make_blocks(rngs)
 
     def __call__(
-        self, x: Float[Array, "B T D"], *, return_hidden_states: bool = False
-    ) -> Float[Array, "B T D"] | tuple[Float[Array, "B T D"], Float[Array, "L B T D"]]:
-        """Run every block; with `return_hidden_states`, also each block's output stacked on a leading L axis."""
+        self, x: Float[Array, "B T D"], *, return_hidden_states: bool = False, return_attention_weights: bool = False
+    ) -> Float[Array, "B T D"] | tuple[jax.Array, ...]:
+        """Run every block. Extras, each stacked on a leading L axis, come after `x` in this order:
+        `return_hidden_states`: each block's output `[L, B, T, D]`; `return_attention_weights`: each block's
+        attention probabilities `[L, B, N, T, T]` (explicit XLA path, whatever the attention_fn)."""
 
-        def step(block: Block, x: jax.Array) -> jax.Array:
-            return block(x)
+        def step(block: Block, x: jax.Array):
+            out = block(x, return_attention_weights=return_attention_weights)
+            return out if return_attention_weights else (out, None)
 
         if self.remat:
             step = nnx.remat(step, policy=remat_policy_fn(self.remat_policy))
 
+        def with_extras(y: jax.Array, hidden, weights):
+            extras = (hidden if return_hidden_states else None, weights if return_attention_weights else None)
+            return (y, *(e for e in extras if e is not None)) if any(e is not None for e in extras) else y
+
         if not self.scan_layers:
-            outputs = []
+            outputs, weights = [], []
             for block in self.layers:
-                x = step(block, x)
+                x, w = step(block, x)
                 outputs.append(x)
-            return (x, jnp.stack(outputs)) if return_hidden_states else x
+                weights.append(w)
+            return with_extras(x, jnp.stack(outputs), jnp.stack(weights) if return_attention_weights else None)
 
-        @nnx.scan(in_axes=(0, nnx.Carry), out_axes=(nnx.Carry, 0) if return_hidden_states else nnx.Carry)
+        extras = return_hidden_states or return_attention_weights
+
+        @nnx.scan(in_axes=(0, nnx.Carry), out_axes=(nnx.Carry, 0) if extras else nnx.Carry)
         def run(block: Block, x: jax.Array):
-            y = step(block, x)
-            return (y, y) if return_hidden_states else y
+            y, w = step(block, x)
+            return (y, (y if return_hidden_states else None, w)) if extras else y
 
-        return run(self.layers, x)
+        if not extras:
+            return run(self.layers, x)
+        y, (hidden, weights) = run(self.layers, x)
+        return with_extras(y, hidden, weights)
 
 
 LAYERS_PATH: tuple[str, ...] = ("encoder", "blocks", "layers")

@@ -140,6 +140,15 @@ class VisionTransformerBase(nnx.Module):
         _, per_layer = self.blocks(tokens, return_hidden_states=True)
         return [tokens, *per_layer]
 
+    def attention_maps(self, x: Float[Array, "B height width C"]) -> Float[Array, "L B N T T"]:
+        """Every block's attention probabilities, stacked `[L, B, N, T, T]` (HF `output_attentions=True`).
+
+        Always computed through the explicit XLA path (probabilities materialised), whatever `attention_fn`
+        the model uses for normal calls, so the maps are the same for every backend.
+        """
+        _, weights = self.blocks(self.embed(x), return_attention_weights=True)
+        return weights
+
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B D"]:
         """The pooled representation: the class token after the final LayerNorm."""
         return self.forward_features(x)[:, 0]
@@ -301,6 +310,15 @@ class VisionTransformer(nnx.Module):
             return pooled
         logits = einsum("BD,DC->BC", pooled, self.classifier.kernel[...].astype(self.dtype), self.logits_spec)
         return shard(logits + self.classifier.bias[...].astype(self.dtype), self.logits_spec)
+
+    def attention_maps(self, x: Float[Array, "B height width C"]) -> Float[Array, "L B N T T"]:
+        """Attention probabilities of every block, one array `[L, B, N, T, T]` (layer, batch, head, query, key).
+
+        `maps[i]` equals transformers' `outputs.attentions[i]` (`output_attentions=True`). Always computed through
+        the explicit XLA path whatever `attention_fn` the model uses (kernels never expose the probabilities), so
+        it costs `L * B * N * T * T` memory; call it in eval mode. Class token first on the T axes.
+        """
+        return self.encoder.attention_maps(x)
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B C"]:
         """Logits `[B, num_classes]`, or the pooled class token `[B, D]` when `do_classification=False`."""
