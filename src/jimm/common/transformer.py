@@ -81,14 +81,22 @@ class Attention(nnx.Module):
             with_sharding(default_kernel_init, sharding.qkv_kernel)(key, (dim, 3, num_heads, head_dim), param_dtype)
         )
         self.qkv_bias = (
-            nnx.Param(with_sharding(nnx.initializers.zeros_init(), sharding.qkv_bias)(key, (3, num_heads, head_dim), param_dtype))
+            nnx.Param(
+                with_sharding(nnx.initializers.zeros_init(), sharding.qkv_bias)(
+                    key, (3, num_heads, head_dim), param_dtype
+                )
+            )
             if qkv_bias
             else None
         )
         self.out_kernel = nnx.Param(
-            with_sharding(default_kernel_init, sharding.attn_out_kernel)(rngs.params(), (num_heads, head_dim, dim), param_dtype)
+            with_sharding(default_kernel_init, sharding.attn_out_kernel)(
+                rngs.params(), (num_heads, head_dim, dim), param_dtype
+            )
         )
-        self.out_bias = nnx.Param(with_sharding(nnx.initializers.zeros_init(), sharding.attn_out_bias)(key, (dim,), param_dtype))
+        self.out_bias = nnx.Param(
+            with_sharding(nnx.initializers.zeros_init(), sharding.attn_out_bias)(key, (dim,), param_dtype)
+        )
         self.attn_drop = nnx.Dropout(attention_dropout, deterministic=True, rngs=rngs)
 
     def qkv(self, x: Float[Array, "B T D"]) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -132,9 +140,13 @@ class MLP(nnx.Module):
         self.act = ACTIVATIONS[act]
         self.dtype, self.sharding = dtype, sharding
         zeros = nnx.initializers.zeros_init()
-        self.fc1_kernel = nnx.Param(with_sharding(default_kernel_init, sharding.mlp_in_kernel)(rngs.params(), (dim, hidden), param_dtype))
+        self.fc1_kernel = nnx.Param(
+            with_sharding(default_kernel_init, sharding.mlp_in_kernel)(rngs.params(), (dim, hidden), param_dtype)
+        )
         self.fc1_bias = nnx.Param(with_sharding(zeros, sharding.mlp_in_bias)(rngs.params(), (hidden,), param_dtype))
-        self.fc2_kernel = nnx.Param(with_sharding(default_kernel_init, sharding.mlp_out_kernel)(rngs.params(), (hidden, dim), param_dtype))
+        self.fc2_kernel = nnx.Param(
+            with_sharding(default_kernel_init, sharding.mlp_out_kernel)(rngs.params(), (hidden, dim), param_dtype)
+        )
         self.fc2_bias = nnx.Param(with_sharding(zeros, sharding.mlp_out_bias)(rngs.params(), (dim,), param_dtype))
 
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:

@@ -92,6 +92,10 @@ def _resolve_hub(repo_id: str, prefer_pytorch: bool, **hub_kwargs) -> ResolvedMo
             shards = sorted(set(json.loads(found.read_text(encoding="utf-8")).get("weight_map", {}).values()))
             for shard in shards:
                 if download(shard) is None:
-                    raise FileNotFoundError(f"hub repo {repo_id!r}: index {name} names shard {shard!r}, which is missing")
+                    raise FileNotFoundError(
+                        f"hub repo {repo_id!r}: index {name} names shard {shard!r}, which is missing"
+                    )
         return ResolvedModel(config, _weights_from(found), download(PREPROCESSOR))
-    raise FileNotFoundError(f"hub repo {repo_id!r} has no weights: looked for {', '.join(_weight_candidates(prefer_pytorch))}")
+    raise FileNotFoundError(
+        f"hub repo {repo_id!r} has no weights: looked for {', '.join(_weight_candidates(prefer_pytorch))}"
+    )

@@ -98,7 +98,9 @@ class ViTConfig:
                 f"num_attention_heads={self.num_attention_heads}"
             )
         if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"ViTConfig.hidden_act={self.hidden_act!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"ViTConfig.hidden_act={self.hidden_act!r} is not supported; choose one of {sorted(ACTIVATIONS)}"
+            )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"ViTConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -168,7 +170,8 @@ class ViTConfig:
             problems.append(f"{key}={value!r} (unknown field)")
         if problems:
             raise ValueError(
-                "config.json has fields jimm.VisionTransformer does not implement: " + "; ".join(problems)
+                "config.json has fields jimm.VisionTransformer does not implement: "
+                + "; ".join(problems)
                 + ". Remove them if they are harmless, or use a model that implements them."
             )
         kwargs = {k: config[k] for k in fields if k in config}

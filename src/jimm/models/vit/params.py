@@ -71,7 +71,13 @@ def name_table(config: ViTConfig, *, prefix: str, with_head: bool) -> list[Slot]
     for i in range(config.num_hidden_layers):
         hf = f"encoder.layer.{i}"
         for k, name in enumerate(("query", "key", "value")):
-            add(f"{hf}.attention.attention.{name}.weight", f"{blocks}.attn.qkv_kernel", (i, slice(None), k), (d, d), qkv_w)
+            add(
+                f"{hf}.attention.attention.{name}.weight",
+                f"{blocks}.attn.qkv_kernel",
+                (i, slice(None), k),
+                (d, d),
+                qkv_w,
+            )
             if config.qkv_bias:
                 add(f"{hf}.attention.attention.{name}.bias", f"{blocks}.attn.qkv_bias", (i, k), (d,), qkv_b)
         add(f"{hf}.attention.output.dense.weight", f"{blocks}.attn.out_kernel", (i,), (d, d), out_w)
@@ -193,7 +199,9 @@ def load_pretrained(
     cache_dir,
 ):
     """Strictly load an HF ViT checkpoint, streaming each tensor onto its target sharding."""
-    resolved = resolve_model(name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir)
+    resolved = resolve_model(
+        name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
+    )
     config = read_config_file(resolved.config)
     source = os.fspath(name_or_path)
     with open_checkpoint(resolved.weights) as checkpoint:
@@ -203,7 +211,12 @@ def load_pretrained(
         head = stored.get("classifier.weight")
         stored_classes = entries[head][0][0] if head is not None and len(entries[head][0]) == 2 else None
         config, do_classification, head_from_checkpoint = _decide_head(
-            config, stored_classes, num_classes=num_classes, id2label=id2label, do_classification=do_classification, source=source
+            config,
+            stored_classes,
+            num_classes=num_classes,
+            id2label=id2label,
+            do_classification=do_classification,
+            source=source,
         )
         table = name_table(config, prefix=prefix, with_head=head_from_checkpoint)
 
@@ -219,7 +232,9 @@ def load_pretrained(
                 continue
             shape, stored_dtype = entries[stored[slot.hf_name]]
             if tuple(shape) != slot.hf_shape:
-                wrong_shape.append(f"{stored[slot.hf_name]}: checkpoint {list(shape)}, model expects {list(slot.hf_shape)}")
+                wrong_shape.append(
+                    f"{stored[slot.hf_name]}: checkpoint {list(shape)}, model expects {list(slot.hf_shape)}"
+                )
             if not _is_float(stored_dtype):
                 wrong_dtype.append(f"{stored[slot.hf_name]}: {stored_dtype} (expected a floating-point tensor)")
         if missing or unexpected or wrong_shape or wrong_dtype:
@@ -246,7 +261,9 @@ def load_pretrained(
 
     # Everything the checkpoint does not hold (dropout rng state, a new head) comes from a jitted
     # constructor; XLA drops the parameter initialisers whose results are unused.
-    fresh_filter = nnx.Not(nnx.Param) if head_from_checkpoint else nnx.Any(nnx.Not(nnx.Param), nnx.PathContains("classifier"))
+    fresh_filter = (
+        nnx.Not(nnx.Param) if head_from_checkpoint else nnx.Any(nnx.Not(nnx.Param), nnx.PathContains("classifier"))
+    )
     fresh = nnx.jit(lambda r: nnx.state(build(r), fresh_filter))(rngs if rngs is not None else nnx.Rngs(0))
     for path, variable in nnx.to_flat_state(fresh):
         loaded[path] = variable

@@ -31,11 +31,19 @@ logger = logging.getLogger(__name__)
 class PatchEmbed(nnx.Module):
     """Non-overlapping patches, flattened and projected: the conv of HF/timm written as one matmul."""
 
-    def __init__(self, config: ViTConfig, *, sharding: ShardingSpec, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
+    def __init__(
+        self, config: ViTConfig, *, sharding: ShardingSpec, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs
+    ):
         ph, pw = config.patch_hw
         shape = (ph, pw, config.num_channels, config.hidden_size)
-        self.kernel = nnx.Param(with_sharding(default_kernel_init, sharding.patch_kernel)(rngs.params(), shape, param_dtype))
-        self.bias = nnx.Param(with_sharding(nnx.initializers.zeros_init(), sharding.patch_bias)(rngs.params(), (config.hidden_size,), param_dtype))
+        self.kernel = nnx.Param(
+            with_sharding(default_kernel_init, sharding.patch_kernel)(rngs.params(), shape, param_dtype)
+        )
+        self.bias = nnx.Param(
+            with_sharding(nnx.initializers.zeros_init(), sharding.patch_bias)(
+                rngs.params(), (config.hidden_size,), param_dtype
+            )
+        )
         self.patch_hw, self.dtype, self.out_spec = (ph, pw), dtype, sharding.act_btd
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:
@@ -44,7 +52,9 @@ class PatchEmbed(nnx.Module):
         gh, gw = h // ph, w // pw
         patches = x.reshape(b, gh, ph, gw, pw, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, ph * pw * c)
         kernel = self.kernel[...].reshape(ph * pw * c, -1).astype(self.dtype)
-        return einsum("BTP,PD->BTD", patches.astype(self.dtype), kernel, self.out_spec) + self.bias[...].astype(self.dtype)
+        return einsum("BTP,PD->BTD", patches.astype(self.dtype), kernel, self.out_spec) + self.bias[...].astype(
+            self.dtype
+        )
 
 
 class VisionTransformerBase(nnx.Module):
@@ -64,9 +74,13 @@ class VisionTransformerBase(nnx.Module):
         d = config.hidden_size
         self.config, self.dtype, self.sharding = config, dtype, sharding
         self.patch_embed = PatchEmbed(config, sharding=sharding, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.cls_token = nnx.Param(with_sharding(default_kernel_init, sharding.cls_token)(rngs.params(), (1, 1, d), param_dtype))
+        self.cls_token = nnx.Param(
+            with_sharding(default_kernel_init, sharding.cls_token)(rngs.params(), (1, 1, d), param_dtype)
+        )
         self.pos_embed = nnx.Param(
-            with_sharding(default_kernel_init, sharding.pos_embed)(rngs.params(), (1, config.num_tokens, d), param_dtype)
+            with_sharding(default_kernel_init, sharding.pos_embed)(
+                rngs.params(), (1, config.num_tokens, d), param_dtype
+            )
         )
         self.pos_drop = nnx.Dropout(config.hidden_dropout_prob, deterministic=True, rngs=rngs)
         self.blocks = Encoder(
@@ -86,13 +100,17 @@ class VisionTransformerBase(nnx.Module):
             dtype=dtype,
             param_dtype=param_dtype,
         )
-        self.norm = LayerNorm(d, eps=config.layer_norm_eps, spec=sharding.norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm = LayerNorm(
+            d, eps=config.layer_norm_eps, spec=sharding.norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
 
     def check_images(self, x: jax.Array) -> None:
         """Raise a clear error for anything but `[B, height, width, channels]` at the model's size."""
         c = self.config
         if x.ndim != 4:
-            raise ValueError(f"expected NHWC images [batch, height, width, {c.num_channels}], got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected NHWC images [batch, height, width, {c.num_channels}], got shape {tuple(x.shape)}"
+            )
         if x.shape[-1] != c.num_channels:
             hint = " (NCHW input? jimm takes NHWC: use x.transpose(0, 2, 3, 1))" if x.shape[1] == c.num_channels else ""
             raise ValueError(f"expected {c.num_channels} channels in the last axis, got shape {tuple(x.shape)}{hint}")
