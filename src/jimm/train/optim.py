@@ -22,8 +22,13 @@ def schedule(cfg: TrainConfig) -> optax.Schedule:
     )
 
 
+def _is_kernel(path) -> bool:
+    names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    return any(isinstance(n, str) and n.endswith("kernel") for n in names)
+
+
 def _decay_mask(params):
-    return jax.tree_util.tree_map_with_path(lambda path, _: "kernel" in str(path[-1] if path else ""), params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: _is_kernel(path), params)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
