@@ -104,6 +104,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     labels = dict(enumerate(splits["train"].labels))
     dtype = jnp.bfloat16 if args.bf16 else jnp.float32
     if args.from_model:
+        if args.image_size is not None or args.dropout:
+            raise ValueError(
+                "--image-size and --dropout apply to --model (from scratch); --from keeps the checkpoint's"
+            )
         model = VisionTransformer.from_pretrained(
             args.from_model, id2label=labels, dtype=dtype, rngs=nnx.Rngs(args.seed), sharding=None
         )
