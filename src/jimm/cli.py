@@ -1,0 +1,292 @@
+"""The `jimm` command: predict, train, eval, convert, bench and demo. Argument parsing and printing only;
+the work is done by `jimm.data`, `jimm.train` and `jimm.io`.
+
+User errors (bad paths, bad numbers, incompatible checkpoints) print one `jimm: error: ...` line and exit
+with status 2; set `JIMM_DEBUG=1` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+TRAIN_EXTRA_MODULES = frozenset({"optax", "grain", "orbax", "PIL", "sklearn", "matplotlib", "tqdm"})
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, OSError, ImportError)
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _quiet_logs() -> None:
+    logging.basicConfig(level=logging.WARNING, format="jimm: %(levelname)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.WARNING)
+    except ImportError:
+        pass
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .data.preprocess import ImageProcessorConfig
+    from .models.vit import VisionTransformer
+    from .train.evaluate import predict_files
+
+    model = VisionTransformer.from_pretrained(args.model, sharding=None)
+    processor = ImageProcessorConfig.for_model(model)
+    for path, top in zip(args.images, predict_files(model, args.images, processor, top_k=args.top_k), strict=True):
+        print(path)
+        for label, prob in top:
+            print(f"  {prob:7.2%}  {label}")
+
+
+def _load_splits(args: argparse.Namespace):
+    from .data.datasets import load_dataset
+
+    return load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from .data.preprocess import ImageProcessorConfig
+    from .models.vit import VisionTransformer
+    from .train.config import TrainConfig, parse_size
+    from .train.trainer import train
+
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps if args.warmup_steps is not None else min(args.steps // 10, 1000),
+        min_lr_ratio=args.min_lr_ratio,
+        weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm,
+        label_smoothing=args.label_smoothing,
+        bf16=args.bf16,
+        seed=args.seed,
+        shift=args.shift if args.shift is not None else 0,
+        hflip=args.hflip,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        progress=not args.quiet,
+    )
+    splits = _load_splits(args)
+    labels = dict(enumerate(splits["train"].labels))
+    dtype = jnp.bfloat16 if args.bf16 else jnp.float32
+    if args.from_model:
+        if args.image_size is not None or args.dropout:
+            raise ValueError(
+                "--image-size and --dropout apply to --model (from scratch); --from keeps the checkpoint's"
+            )
+        model = VisionTransformer.from_pretrained(
+            args.from_model, id2label=labels, dtype=dtype, rngs=nnx.Rngs(args.seed), sharding=None
+        )
+        processor = ImageProcessorConfig.for_model(model)
+    else:
+        image_size = args.image_size or (16 if args.data == "digits" else 224)
+        model = VisionTransformer(
+            **parse_size(args.model, image_size=image_size),
+            num_classes=len(labels),
+            dropout_rate=args.dropout,
+            id2label=labels,
+            rngs=nnx.Rngs(args.seed),
+            dtype=dtype,
+            sharding=None,
+        )
+        processor = ImageProcessorConfig(size=(image_size, image_size))
+    data_name = "digits" if args.data == "digits" else os.path.abspath(args.data)
+    result = train(model, splits, cfg, args.out, processor=processor, data_name=data_name)
+    if result.resumed_from:
+        print(f"resumed from step {result.resumed_from}")
+    if result.validation:
+        print(f"validation accuracy {result.validation['accuracy']:.2%} ({result.validation['count']} images)")
+    print(f"model saved to {result.model_dir}; metrics and plot in {args.out}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .data.datasets import pick_split
+    from .data.preprocess import ImageProcessorConfig
+    from .models.vit import VisionTransformer
+    from .train.evaluate import evaluate
+
+    model = VisionTransformer.from_pretrained(args.model, sharding=None)
+    splits = _load_splits(args)
+    name = args.split or next(s for s in ("test", "validation", "train") if s in splits)
+    scores = evaluate(
+        model, pick_split(splits, name), ImageProcessorConfig.for_model(model), batch_size=args.batch_size
+    )
+    print(f"{name}: accuracy {scores['accuracy']:.2%}  loss {scores['loss']:.4f}  ({scores['count']} images)")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from .io.convert import convert_checkpoint
+
+    written = convert_checkpoint(
+        args.src, args.dst, to_format=args.to, dtype=args.dtype, max_shard_size=args.max_shard_size
+    )
+    print(f"wrote {len(written)} weight file(s) to {args.dst}: {', '.join(p.name for p in written)}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .train.bench import bench_jimm, bench_torch, torch_available
+
+    kw = dict(batch=args.batch_size, image_size=args.image_size, num_classes=1000, warmup=args.warmup, iters=args.iters)
+    rows = [("jimm", bench_jimm(args.model, **kw))]
+    if args.torch:
+        if not torch_available():
+            raise ImportError("--torch needs torch and transformers: pip install torch transformers")
+        rows.append(("transformers", bench_torch(args.model, **kw)))
+    print(f"ViT {args.model} @ {args.image_size}px, batch {args.batch_size}, fp32")
+    print(f"{'':14s}{'forward img/s':>15s}{'train img/s':>15s}")
+    for name, r in rows:
+        print(f"{name:14s}{args.batch_size / r['forward_s']:15.1f}{args.batch_size / r['train_step_s']:15.1f}")
+    if len(rows) == 2:
+        (_, a), (_, b) = rows
+        print(
+            f"{'jimm/torch':14s}{b['forward_s'] / a['forward_s']:14.2f}x{b['train_step_s'] / a['train_step_s']:14.2f}x"
+        )
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .train.demo import run_demo
+
+    print("jimm demo: training a small ViT on scikit-learn's 8x8 digits (offline, CPU)")
+    result = run_demo(args.out, steps=args.steps, progress=not args.quiet)
+    print("\npredictions on held-out test digits (from the saved model and PNG files):")
+    for (path, label, prob), truth in zip(result.predictions, result.true_labels, strict=True):
+        mark = "ok" if label == truth else "WRONG"
+        print(f"  {os.path.basename(path):28s} predicted {label} ({prob:.1%}), true {truth}  {mark}")
+    print(f"\ntest accuracy: {result.test_accuracy:.2%} on {result.test_count} held-out digits")
+    print(f"model: {result.model_dir}   plot: {result.plot}   time: {result.seconds:.0f}s")
+    print(f"try: jimm predict {result.model_dir} {result.predictions[0][0]}")
+
+
+# -- parser -----------------------------------------------------------------------------------------------------
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="'digits' (built-in) or an image folder ROOT/<class>/<image>")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction when a folder has no split dirs")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jimm", description="Vision Transformers in JAX: predict, train, evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="top-k labels for image files")
+    p.add_argument("model", help="model folder or hub id")
+    p.add_argument("images", nargs="+", help="JPEG/PNG files")
+    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("train", help="train from scratch or fine-tune; rerun the same command to resume")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--model", help="named size SIZE/PATCH: micro/4, tiny/16, small/16, base/16, large/16")
+    group.add_argument("--from", dest="from_model", help="fine-tune this checkpoint (folder or hub id) on new labels")
+    _data_args(p)
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, training.png, model/")
+    p.add_argument("--image-size", type=_positive_int, help="from scratch only (default 16 for digits, else 224)")
+    p.add_argument("--steps", type=_positive_int, default=1000)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--grad-accum", type=_positive_int, default=1, help="micro-batches per step")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=_nonneg_int, help="default: steps/10 (at most 1000)")
+    p.add_argument("--min-lr-ratio", type=float, default=0.0, help="final lr as a fraction of --lr")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--clip-norm", type=float, default=1.0, help="0 disables")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=0.0, help="from scratch only")
+    p.add_argument("--bf16", action="store_true", help="bf16 compute, fp32 parameters")
+    p.add_argument("--shift", type=_nonneg_int, help="random translation in pixels (default 0)")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    p.add_argument("--log-every", type=_positive_int, default=10)
+    p.add_argument("--eval-every", type=_nonneg_int, default=0, help="0: only at the end")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=100)
+    p.add_argument("--keep-checkpoints", type=_positive_int, default=2)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy and loss on a dataset split")
+    p.add_argument("model")
+    _data_args(p)
+    p.add_argument("--split", help="default: test, else validation, else train")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("convert", help="pytorch_model.bin <-> safetensors (single or sharded), dtype casts")
+    p.add_argument("src", help="model folder")
+    p.add_argument("dst", help="output folder")
+    p.add_argument("--to", choices=["safetensors", "pytorch"], default="safetensors")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--max-shard-size", default="5GB", help="e.g. 500MB; larger checkpoints are sharded")
+    p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("bench", help="images/s for forward and training step of a named size")
+    p.add_argument("--model", default="s/16")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--image-size", type=_positive_int, default=224)
+    p.add_argument("--warmup", type=_positive_int, default=2)
+    p.add_argument("--iters", type=_positive_int, default=5)
+    p.add_argument("--torch", action="store_true", help="also time transformers (torch) side by side")
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("demo", help="train a small ViT on the built-in digits, then predict (offline, ~1 min)")
+    p.add_argument("--out", default="jimm-demo", help="run folder (rerun to resume)")
+    p.add_argument("--steps", type=_positive_int, help="override the demo's step count")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_logs()
+    try:
+        args.fn(args)
+    except KeyboardInterrupt:
+        print("jimm: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if os.environ.get("JIMM_DEBUG"):
+            raise
+        message = str(err)
+        if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in TRAIN_EXTRA_MODULES:
+            message = f"`jimm {args.command}` needs the {err.name!r} package: pip install 'jimm[train]'"
+        print(f"jimm: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
