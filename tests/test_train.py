@@ -38,7 +38,7 @@ def read_tensors(model_dir):
     out = {}
     for path in sorted(Path(model_dir).glob("*.safetensors")):
         with SafetensorsFile(path) as f:
-            out.update({name: f.read(name) for name in f.keys()})  # noqa: SIM118 (not a mapping)
+            out.update({name: f.read(name) for name in f.keys()})
     return out
 
 

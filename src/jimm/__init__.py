@@ -1,7 +1,7 @@
 """jimm: Vision Transformers in JAX + Flax NNX with exact Hugging Face parity."""
 
 from .common import sharding
-from .common.attention import make_tokamax_attention, tokamax_attention
+from .common.attention import jax_attention, make_tokamax_attention, tokamax_attention
 from .common.sharding import NoSharding, ShardingSpec, ViTSharding
 from .models.vit import VisionTransformer, ViTConfig
 
@@ -11,6 +11,7 @@ __all__ = [
     "ViTConfig",
     "ViTSharding",
     "VisionTransformer",
+    "jax_attention",
     "make_tokamax_attention",
     "sharding",
     "tokamax_attention",
