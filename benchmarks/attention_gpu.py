@@ -7,7 +7,7 @@ Sizes (the issue's): batch 256 at 224 px (197 tokens) and batch 8 at 1024 px (4,
 (size, backend) runs in a fresh subprocess so `peak_bytes_in_use` is that backend's own peak; the compiled
 temp-buffer size (XLA's memory analysis) is reported too. Each backend is pinned alone (no fallback list) so a
 backend that cannot run says so instead of silently measuring another. The max |logit| difference against
-the default XLA path is measured on 2 images. Prints a table and appends it to docs/benchmarks-4.md.
+the default XLA path is measured on 2 images. Prints a table and appends it to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ BACKENDS = ("xla", "jax_cudnn", "cudnn", "triton", "mosaic", "xla_chunked")
 SIZES = ((256, 224), (8, 1024))  # (batch, image px): 197 and 4097 tokens at patch 16
 VIT_B16 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, patch_size=16)
 COLUMNS = (("ms", ".1f"), ("img_s", ".0f"), ("peak_gib", ".2f"), ("temp_gib", ".2f"), ("max_diff", ".1e"))
-OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks-4.md"
+OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def attention_fn(name: str):

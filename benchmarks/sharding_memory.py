@@ -4,7 +4,7 @@ Memory is computed from abstract arrays (`nnx.eval_shape`): nothing is allocated
 CPU devices costs seconds. Compile time is measured for a ViT-B/16 forward (and forward+backward) at batch 2,
 with the block stack scanned (one compiled body) or unrolled (`scan_layers=False`, a python loop).
 
-    PYTHONPATH=src python benchmarks/sharding_memory.py            # prints tables, writes docs/benchmarks-5.md
+    PYTHONPATH=src python benchmarks/sharding_memory.py            # prints tables, appends to docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -133,9 +133,10 @@ def main() -> None:
         ]
     )
     print(text)
-    out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks-5.md"
+    out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
+    with open(out, "a", encoding="utf-8") as f:  # append: the file collects every benchmark's sections
+        f.write("\n" + text)
 
 
 if __name__ == "__main__":

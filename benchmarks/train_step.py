@@ -1,6 +1,6 @@
 """Training step (forward, loss, backward, AdamW update), jimm vs transformers (torch), fp32, side by side.
 
-    PYTHONPATH=src python benchmarks/train_step.py [--iters 5] [--out docs/benchmarks-6.md]
+    PYTHONPATH=src python benchmarks/train_step.py [--iters 5] [--out docs/benchmarks.md]
 
 Runs ViT-S/16 batch 16 and ViT-B/16 batch 8 at 224 px, on whatever CPU/GPU JAX and torch see, and appends a
 Markdown table (with date, machine load, versions and commit) to --out. Ratios > 1 mean jimm is faster.
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--out", default="docs/benchmarks-6.md")
+    parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args()
 
     import jax
