@@ -310,7 +310,7 @@ def _read_params(checkpoint, table: list[Slot], stored: dict[str, str], variable
     for param, slots in by_param.items():
         variable = variables[param]
         shape, param_dtype = variable.get_value().shape, variable.get_value().dtype
-        host = np.empty(shape, param_dtype)
+        host = _aligned_empty(shape, param_dtype)
         for slot in slots:
             host[slot.index] = slot.to_jimm(checkpoint.read(stored[slot.hf_name])).astype(param_dtype)
         spec = variable.get_metadata().get("out_sharding")
@@ -318,6 +318,14 @@ def _read_params(checkpoint, table: list[Slot], stored: dict[str, str], variable
         del host
         out[param] = variable.replace(value=array)
     return out
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype, alignment: int = 64) -> np.ndarray:
+    """An uninitialised array whose data is `alignment`-byte aligned: jax on CPU then adopts it without a copy."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    offset = (-raw.ctypes.data) % alignment
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def place(host: np.ndarray, spec) -> jax.Array:
