@@ -187,7 +187,7 @@ def test_demo_short_run(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["predict", "{tmp}", "x.png"], "has no config.json"),
+        (["predict", "{tmp}", "x.png"], "has no HF config.json"),
         (["train", "--model", "huge/16", "--data", "digits", "--out", "{tmp}/o"], "unknown model size 'huge/16'"),
         (
             ["train", "--model", "micro/4", "--data", "digits", "--out", "{tmp}/o", "--lr", "-1"],
@@ -227,7 +227,7 @@ def test_subprocess_entry_point_reports_errors_cleanly(tmp_path):
         timeout=120,
     )
     assert done.returncode == 2
-    assert "has no config.json" in done.stderr and "Traceback" not in done.stderr
+    assert "has no HF config.json" in done.stderr and "Traceback" not in done.stderr
     helped = subprocess.run(
         [sys.executable, "-m", "jimm.cli", "--help"], env=env, capture_output=True, text=True, timeout=60
     )

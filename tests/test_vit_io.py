@@ -299,13 +299,14 @@ def test_bad_configs(tmp_path, saved):
         ({"hidden_act": "swish_glu"}, "hidden_act='swish_glu' is not supported"),
         ({"use_mask_token": True}, "use_mask_token=True"),
         ({"rope_theta": 10000.0}, "rope_theta=10000.0 (unknown field)"),
-        ({"model_type": "deit"}, "model_type='deit'"),
+        ({"model_type": "swin"}, "model_type='swin'"),
+        ({"model_type": "deit"}, "1 missing tensor(s):\n    vit.embeddings.distillation_token"),
         ({"image_size": 32}, "image height 32 is not a positive multiple of the patch height 3"),
     ):
         config_path.write_text(json.dumps({**good, **change}))
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
             jimm.VisionTransformer.from_pretrained(saved)
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match="has no HF config.json and no single model.safetensors"):
         jimm.VisionTransformer.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         jimm.VisionTransformer.from_pretrained(tmp_path / "nowhere")
@@ -319,8 +320,9 @@ def test_bad_images_get_clear_errors():
         model(jnp.zeros((12, 12, 3)))
     with pytest.raises(ValueError, match="NCHW input"):
         model(jnp.zeros((1, 3, 12, 12)))
-    with pytest.raises(ValueError, match="expected 12x12 images, got 16x16"):
-        model(jnp.zeros((1, 16, 16, 3)))
+    with pytest.raises(ValueError, match="image size 13x12 is not a positive multiple of the patch size 4x4"):
+        model(jnp.zeros((1, 13, 12, 3)))
+    assert model(jnp.zeros((1, 16, 20, 3))).shape == (1, 3)  # any multiple of the patch: pos-embed resampled
 
 
 def test_loading_under_jit_free_constructor_matches_rng_argument(tmp_path, saved):

@@ -85,6 +85,8 @@ class Attention(nnx.Module):
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
+        qk_norm: bool = False,
+        eps: float = 1e-6,
     ):
         if dim % num_heads:
             raise ValueError(f"hidden size {dim} is not divisible by the number of heads {num_heads}")
@@ -114,13 +116,20 @@ class Attention(nnx.Module):
             with_sharding(nnx.initializers.zeros_init(), sharding.attn_out_bias)(key, (dim,), param_dtype)
         )
         self.attn_drop = nnx.Dropout(attention_dropout, deterministic=True, rngs=rngs)
+        # qk-norm (issue 7): LayerNorm over each head's H features of q and k, as timm's `qk_norm=True`.
+        norm = dict(eps=eps, spec=None, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_norm = LayerNorm(head_dim, **norm) if qk_norm else None
+        self.k_norm = LayerNorm(head_dim, **norm) if qk_norm else None
 
     def qkv(self, x: Float[Array, "B T D"]) -> tuple[jax.Array, jax.Array, jax.Array]:
         qkv = einsum("BTD,DKNH->KBTNH", x.astype(self.dtype), self.qkv_kernel[...].astype(self.dtype), None)
         if self.qkv_bias is not None:
             qkv = qkv + self.qkv_bias[...].astype(self.dtype)[:, None, None]
         spec = self.sharding.act_btnh
-        return shard(qkv[0], spec), shard(qkv[1], spec), shard(qkv[2], spec)
+        q, k = qkv[0], qkv[1]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return shard(q, spec), shard(k, spec), shard(qkv[2], spec)
 
     def weights(self, x: Float[Array, "B T D"]) -> Float[Array, "B N T T"]:
         """Attention probabilities, always through the explicit XLA path."""
@@ -180,8 +189,45 @@ class MLP(nnx.Module):
         return y + self.fc2_bias[...].astype(self.dtype)
 
 
+class LayerScale(nnx.Module):
+    """Per-channel scale of a residual branch, `gamma * x` (CaiT, Touvron et al., 2021; timm's `ls1`/`ls2`)."""
+
+    def __init__(self, dim: int, init_value: float, *, param_dtype: DTypeLike):
+        self.gamma = nnx.Param(jnp.full((dim,), init_value, param_dtype))
+
+    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        return x * self.gamma[...].astype(x.dtype)
+
+
+class DropPathRate(nnx.Variable):
+    """A block's stochastic-depth probability: state, not a trained parameter (one per layer when stacked)."""
+
+
+class DropPath(nnx.Module):
+    """Stochastic depth: drop a residual branch for a whole sample with probability `rate`, scale survivors.
+
+    The rate is a variable rather than a Python float so that stacked (scanned) blocks can each hold their own
+    rate of the linear schedule. Identity in eval mode (`deterministic=True`, the default).
+    """
+
+    def __init__(self, rate: float, *, rngs: nnx.Rngs):
+        self.rate = DropPathRate(jnp.asarray(rate, jnp.float32))
+        self.deterministic = True
+        self.rngs = rngs["dropout"].fork()
+
+    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        if self.deterministic:
+            return x
+        keep = 1.0 - self.rate[...]
+        mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
+
+
 class Block(nnx.Module):
-    """`x + attn(norm1(x))`, then `x + mlp(norm2(x))`, with dropout on each branch."""
+    """`x + attn(norm1(x))`, then `x + mlp(norm2(x))`, with dropout on each branch.
+
+    Optional (issue 7): LayerScale on each branch, stochastic depth on each branch, qk-norm in attention.
+    """
 
     def __init__(
         self,
@@ -199,6 +245,9 @@ class Block(nnx.Module):
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
+        layer_scale_init_value: float | None = None,
+        drop_path_rate: float = 0.0,
+        qk_norm: bool = False,
     ):
         common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm1 = LayerNorm(dim, eps=eps, spec=sharding.norm, **common)
@@ -209,20 +258,34 @@ class Block(nnx.Module):
             attention_dropout=attention_dropout,
             attention_fn=attention_fn,
             sharding=sharding,
+            qk_norm=qk_norm,
+            eps=eps,
             **common,
         )
         self.norm2 = LayerNorm(dim, eps=eps, spec=sharding.norm, **common)
         self.mlp = MLP(dim, mlp_dim, act=act, sharding=sharding, **common)
         self.drop = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
         self.act_spec = sharding.act_btd
+        scale = layer_scale_init_value
+        self.ls1 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
+        self.ls2 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
+        # The rate given here is a placeholder; the model writes each layer's rate of the schedule after stacking.
+        self.drop_path1 = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate > 0 else None
+        self.drop_path2 = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate > 0 else None
+
+    def _branch(self, y: jax.Array, scale: LayerScale | None, drop_path: DropPath | None) -> jax.Array:
+        y = self.drop(y)
+        if scale is not None:
+            y = scale(y)
+        return drop_path(y) if drop_path is not None else y
 
     def __call__(
         self, x: Float[Array, "B T D"], *, return_attention_weights: bool = False
     ) -> Float[Array, "B T D"] | tuple[Float[Array, "B T D"], Float[Array, "B N T T"]]:
         attn = self.attn(self.norm1(x), return_weights=return_attention_weights)
         attn, weights = attn if return_attention_weights else (attn, None)
-        x = shard(x + self.drop(attn), self.act_spec)
-        x = shard(x + self.drop(self.mlp(self.norm2(x))), self.act_spec)
+        x = shard(x + self._branch(attn, self.ls1, self.drop_path1), self.act_spec)
+        x = shard(x + self._branch(self.mlp(self.norm2(x)), self.ls2, self.drop_path2), self.act_spec)
         return (x, weights) if return_attention_weights else x
 
 
@@ -289,11 +352,23 @@ class Encoder(nnx.Module):
         self.layers = make_blocks(rngs)
 
     def __call__(
-        self, x: Float[Array, "B T D"], *, return_hidden_states: bool = False, return_attention_weights: bool = False
+        self,
+        x: Float[Array, "B T D"],
+        *,
+        return_hidden_states: bool = False,
+        return_attention_weights: bool = False,
+        num_layers: int | None = None,
     ) -> Float[Array, "B T D"] | tuple[jax.Array, ...]:
         """Run every block. Extras, each stacked on a leading L axis, come after `x` in this order:
         `return_hidden_states`: each block's output `[L, B, T, D]`; `return_attention_weights`: each block's
-        attention probabilities `[L, B, N, T, T]` (explicit XLA path, whatever the attention_fn)."""
+        attention probabilities `[L, B, N, T, T]` (explicit XLA path, whatever the attention_fn).
+
+        `num_layers=n` runs only the first n blocks (no work at all for the rest): used for early stopping.
+        """
+        if num_layers is None:
+            num_layers = self.num_layers
+        if not 1 <= num_layers <= self.num_layers:
+            raise ValueError(f"num_layers={num_layers} is out of range: this encoder has 1..{self.num_layers} layers")
 
         def step(block: Block, x: jax.Array):
             out = block(x, return_attention_weights=return_attention_weights)
@@ -308,7 +383,7 @@ class Encoder(nnx.Module):
 
         if not self.scan_layers:
             outputs, weights = [], []
-            for block in self.layers:
+            for block in list(self.layers)[:num_layers]:
                 x, w = step(block, x)
                 outputs.append(x)
                 weights.append(w)
@@ -321,9 +396,21 @@ class Encoder(nnx.Module):
             y, w = step(block, x)
             return (y, (y if return_hidden_states else None, w)) if extras else y
 
+        if num_layers == self.num_layers:
+            out = run(self.layers, x)
+        else:
+            graphdef, state = nnx.split(self.layers)
+            prefix = nnx.merge(graphdef, jax.tree.map(lambda a: a[:num_layers], state))  # the first n blocks
+            before = jax.tree.leaves(nnx.state(prefix, nnx.Not(nnx.Param)))
+            out = run(prefix, x)
+            # Write back what the blocks changed (train-mode dropout rng counters) so randomness keeps advancing.
+            changed = nnx.state(prefix, nnx.Not(nnx.Param))
+            if any(a is not b for a, b in zip(before, jax.tree.leaves(changed), strict=True)):
+                full = nnx.state(self.layers, nnx.Not(nnx.Param))
+                nnx.update(self.layers, jax.tree.map(lambda f, c: f.at[:num_layers].set(c), full, changed))
         if not extras:
-            return run(self.layers, x)
-        y, (hidden, weights) = run(self.layers, x)
+            return out
+        y, (hidden, weights) = out
         return with_extras(y, hidden, weights)
 
 

@@ -1,6 +1,7 @@
 """The Vision Transformer family."""
 
 from .config import ViTConfig
+from .variants import config_for
 from .vit_model import VisionTransformer, VisionTransformerBase
 
-__all__ = ["ViTConfig", "VisionTransformer", "VisionTransformerBase"]
+__all__ = ["ViTConfig", "VisionTransformer", "VisionTransformerBase", "config_for"]

@@ -57,6 +57,9 @@ IGNORED_HF_KEYS = frozenset(
 FIXED_HF_KEYS: dict[str, Any] = {"use_mask_token": False, "head_dim": None}
 
 
+GLOBAL_POOLS = ("token", "avg", "map")
+
+
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
@@ -83,6 +86,17 @@ class ViTConfig:
     qkv_bias: bool = True
     num_labels: int = 1000
     id2label: dict[int, str] | None = None  # None: HF's default names LABEL_0 ... LABEL_{n-1}
+    # Variants beyond HF ViT (timm / big_vision / DeiT). The defaults are plain HF ViT, and `to_hf_dict` omits
+    # a field at its default, so a plain model's config.json stays exactly what transformers writes.
+    class_token: bool = True  # a learned [CLS] token before the patches
+    num_register_tokens: int = 0  # "Vision Transformers Need Registers" (Darcet et al., 2023)
+    distilled: bool = False  # DeiT's distillation token and second head (Touvron et al., 2021)
+    no_embed_class: bool = False  # position embeddings cover the patches only (big_vision, DeiT-3, DINOv2-reg)
+    global_pool: str = "token"  # "token" (class token), "avg" (mean of patch tokens) or "map" (attention probe)
+    fc_norm: bool = False  # LayerNorm after pooling instead of before it (timm's avg-pool models)
+    layer_scale_init_value: float | None = None  # LayerScale "Going deeper with Image Transformers" (CaiT)
+    qk_norm: bool = False  # LayerNorm on queries and keys per head ("Scaling ViT to 22B", Dehghani et al.)
+    drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over depth (Huang et al., 2016)
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_channels")
@@ -109,6 +123,20 @@ class ViTConfig:
         for (img, patch), axis in zip(zip(self.image_hw, self.patch_hw, strict=True), ("height", "width"), strict=True):
             if patch <= 0 or img <= 0 or img % patch:
                 raise ValueError(f"ViTConfig image {axis} {img} is not a positive multiple of the patch {axis} {patch}")
+        if self.global_pool not in GLOBAL_POOLS:
+            raise ValueError(
+                f"ViTConfig.global_pool={self.global_pool!r} is not supported; choose one of {GLOBAL_POOLS}"
+            )
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("ViTConfig.global_pool='token' needs class_token=True; use global_pool='avg' or 'map'")
+        if self.distilled and not (self.class_token and self.global_pool == "token"):
+            raise ValueError("ViTConfig.distilled=True needs class_token=True and global_pool='token' (DeiT)")
+        if not isinstance(self.num_register_tokens, int) or self.num_register_tokens < 0:
+            raise ValueError(
+                f"ViTConfig.num_register_tokens must be a non-negative int, got {self.num_register_tokens!r}"
+            )
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"ViTConfig.drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")
         if self.id2label is not None:
             labels = {int(k): str(v) for k, v in self.id2label.items()}
             if sorted(labels) != list(range(self.num_labels)):
@@ -136,9 +164,26 @@ class ViTConfig:
         return ih // ph, iw // pw
 
     @property
+    def num_prefix_tokens(self) -> int:
+        """Class, distillation and register tokens, in that order, before the patch tokens."""
+        return int(self.class_token) + int(self.distilled) + self.num_register_tokens
+
+    @property
     def num_tokens(self) -> int:
+        """Tokens the encoder sees at the configured image size."""
         gh, gw = self.grid_hw
-        return gh * gw + 1
+        return gh * gw + self.num_prefix_tokens
+
+    @property
+    def num_pos_embed(self) -> int:
+        """Rows of the position-embedding table (the prefix tokens have none with `no_embed_class`)."""
+        gh, gw = self.grid_hw
+        return gh * gw + (0 if self.no_embed_class else self.num_prefix_tokens)
+
+    @property
+    def is_plain_hf(self) -> bool:
+        """True when every variant field is at its default: the model is exactly an HF ViT."""
+        return all(getattr(self, name) == default for name, default in VARIANT_DEFAULTS.items())
 
     @property
     def labels(self) -> dict[int, str]:
@@ -153,8 +198,12 @@ class ViTConfig:
         if not isinstance(config, dict):
             raise TypeError(f"expected an HF config dict, got {type(config).__name__}")
         model_type = config.get("model_type", "vit")
-        if model_type != "vit":
-            raise ValueError(f"config has model_type={model_type!r}; jimm.VisionTransformer reads 'vit' configs")
+        if model_type not in ("vit", "deit"):
+            raise ValueError(
+                f"config has model_type={model_type!r}; jimm.VisionTransformer reads 'vit' and 'deit' configs"
+            )
+        if model_type == "deit":  # transformers' DeiT: ViT fields plus an always-present distillation token
+            config = {**config, "distilled": True}
         fields = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels"}
         problems = []
         for key, value in config.items():
@@ -192,10 +241,15 @@ class ViTConfig:
 
     def to_hf_dict(self, *, architecture: str = "ViTForImageClassification") -> dict[str, Any]:
         """The complete HF `config.json` dict (classic field names, labels included)."""
-        out: dict[str, Any] = {"architectures": [architecture], "model_type": "vit"}
+        # A distilled model is transformers' DeiT: model_type "deit", whose distillation token is implicit.
+        out: dict[str, Any] = {"architectures": [architecture], "model_type": "deit" if self.distilled else "vit"}
         for field in dataclasses.fields(self):
             if field.name in ("id2label", "num_labels"):
                 continue
+            if field.name == "distilled" or (
+                field.name in VARIANT_DEFAULTS and getattr(self, field.name) == VARIANT_DEFAULTS[field.name]
+            ):
+                continue  # keep a plain model's config.json identical to transformers'
             value = getattr(self, field.name)
             out[field.name] = list(value) if isinstance(value, tuple) else value
         labels = self.labels
@@ -204,6 +258,24 @@ class ViTConfig:
         out["encoder_stride"] = self.patch_hw[0]
         out["initializer_range"] = 0.02
         return dict(sorted(out.items()))
+
+
+VARIANT_DEFAULTS: dict[str, Any] = {
+    f.name: f.default
+    for f in dataclasses.fields(ViTConfig)
+    if f.name
+    in (
+        "class_token",
+        "num_register_tokens",
+        "distilled",
+        "no_embed_class",
+        "global_pool",
+        "fc_norm",
+        "layer_scale_init_value",
+        "qk_norm",
+        "drop_path_rate",
+    )
+}
 
 
 def read_config_file(path: str | os.PathLike) -> ViTConfig:

@@ -25,10 +25,10 @@ import numpy as np
 from flax import nnx
 
 from ...common.sharding import active_mesh
-from ...io.checkpoint import SAFETENSORS, SAFETENSORS_INDEX, open_checkpoint
-from ...io.resolve import CONFIG, PREPROCESSOR, resolve_model
+from ...io.checkpoint import SAFETENSORS, SAFETENSORS_INDEX
+from ...io.resolve import CONFIG, PREPROCESSOR
 from ...io.safetensors import write_safetensors
-from .config import ViTConfig, read_config_file
+from .config import ViTConfig
 
 logger = logging.getLogger(__name__)
 Converter = Callable[[np.ndarray], np.ndarray]
@@ -63,8 +63,13 @@ def name_table(config: ViTConfig, *, prefix: str, with_head: bool) -> list[Slot]
     def add(hf_name, param, index, hf_shape, converters):
         table.append(Slot(prefix + hf_name, tuple(param.split(".")), index, hf_shape, *converters))
 
-    add("embeddings.cls_token", "encoder.cls_token", (), (1, 1, d), same)
-    add("embeddings.position_embeddings", "encoder.pos_embed", (), (1, config.num_tokens, d), same)
+    if config.class_token:
+        add("embeddings.cls_token", "encoder.cls_token", (), (1, 1, d), same)
+    if config.distilled:
+        add("embeddings.distillation_token", "encoder.dist_token", (), (1, 1, d), same)
+    if config.num_register_tokens:
+        add("embeddings.register_tokens", "encoder.reg_token", (), (1, config.num_register_tokens, d), same)
+    add("embeddings.position_embeddings", "encoder.pos_embed", (), (1, config.num_pos_embed, d), same)
     add("embeddings.patch_embeddings.projection.weight", "encoder.patch_embed.kernel", (), (d, c, ph, pw), conv)
     add("embeddings.patch_embeddings.projection.bias", "encoder.patch_embed.bias", (), (d,), same)
     blocks = "encoder.blocks.layers"
@@ -89,11 +94,39 @@ def name_table(config: ViTConfig, *, prefix: str, with_head: bool) -> list[Slot]
         for norm, ours in (("layernorm_before", "norm1"), ("layernorm_after", "norm2")):
             add(f"{hf}.{norm}.weight", f"{blocks}.{ours}.scale", (i,), (d,), same)
             add(f"{hf}.{norm}.bias", f"{blocks}.{ours}.bias", (i,), (d,), same)
-    add("layernorm.weight", "encoder.norm.scale", (), (d,), same)
-    add("layernorm.bias", "encoder.norm.bias", (), (d,), same)
+        # Variants (issue 7): names follow DINOv2 (layer scale) and timm (qk-norm); see formats/__init__.py.
+        if config.layer_scale_init_value is not None:
+            add(f"{hf}.layer_scale1.lambda1", f"{blocks}.ls1.gamma", (i,), (d,), same)
+            add(f"{hf}.layer_scale2.lambda1", f"{blocks}.ls2.gamma", (i,), (d,), same)
+        if config.qk_norm:
+            for qk in ("q_norm", "k_norm"):
+                add(f"{hf}.attention.attention.{qk}.weight", f"{blocks}.attn.{qk}.scale", (i,), (h,), same)
+                add(f"{hf}.attention.attention.{qk}.bias", f"{blocks}.attn.{qk}.bias", (i,), (h,), same)
+    final = "fc_norm" if config.fc_norm else "layernorm"
+    add(f"{final}.weight", f"encoder.{'fc_norm' if config.fc_norm else 'norm'}.scale", (), (d,), same)
+    add(f"{final}.bias", f"encoder.{'fc_norm' if config.fc_norm else 'norm'}.bias", (), (d,), same)
+    if config.global_pool == "map":
+        pool = "encoder.attn_pool"
+        add("attn_pool.latent", f"{pool}.probe", (), (1, 1, d), same)
+        add("attn_pool.q.weight", f"{pool}.q_kernel", (), (d, d), qkv_w)
+        add("attn_pool.q.bias", f"{pool}.q_bias", (), (d,), qkv_b)
+        kv_w = (lambda w: w.T.reshape(d, 2, n, h), lambda k: k.reshape(d, 2 * d).T)
+        kv_b = (lambda b: b.reshape(2, n, h), lambda b: b.reshape(2 * d))
+        add("attn_pool.kv.weight", f"{pool}.kv_kernel", (), (2 * d, d), kv_w)
+        add("attn_pool.kv.bias", f"{pool}.kv_bias", (), (2 * d,), kv_b)
+        add("attn_pool.proj.weight", f"{pool}.out_kernel", (), (d, d), out_w)
+        add("attn_pool.proj.bias", f"{pool}.out_bias", (), (d,), same)
+        add("attn_pool.norm.weight", f"{pool}.norm.scale", (), (d,), same)
+        add("attn_pool.norm.bias", f"{pool}.norm.bias", (), (d,), same)
+        add("attn_pool.mlp.fc1.weight", f"{pool}.mlp.fc1_kernel", (), (f, d), linear)
+        add("attn_pool.mlp.fc1.bias", f"{pool}.mlp.fc1_bias", (), (f,), same)
+        add("attn_pool.mlp.fc2.weight", f"{pool}.mlp.fc2_kernel", (), (d, f), linear)
+        add("attn_pool.mlp.fc2.bias", f"{pool}.mlp.fc2_bias", (), (d,), same)
     if with_head:
-        table.append(Slot("classifier.weight", ("classifier", "kernel"), (), (config.num_labels, d), *linear))
-        table.append(Slot("classifier.bias", ("classifier", "bias"), (), (config.num_labels,), *same))
+        heads = [("cls_classifier", "classifier"), ("distillation_classifier", "classifier_dist")]
+        for hf_head, ours in heads if config.distilled else [("classifier", "classifier")]:
+            table.append(Slot(f"{hf_head}.weight", (ours, "kernel"), (), (config.num_labels, d), *linear))
+            table.append(Slot(f"{hf_head}.bias", (ours, "bias"), (), (config.num_labels,), *same))
     return table
 
 
@@ -117,6 +150,15 @@ def for_layout(table: list[Slot], param_paths) -> list[Slot]:
     return out
 
 
+def head_name(config: ViTConfig) -> str:
+    """The HF name of the (first) classifier weight: DeiT calls it `cls_classifier`."""
+    return "cls_classifier.weight" if config.distilled else "classifier.weight"
+
+
+def model_prefix(config: ViTConfig) -> str:
+    return "deit." if config.distilled else "vit."
+
+
 # transformers v5 in-memory names -> classic names (v5 itself saves classic names).
 _V5_RENAMES = [
     (re.compile(r"(^|\.)layers\.(\d+)\.attention\.q_proj\."), r"\1encoder.layer.\2.attention.attention.query."),
@@ -127,7 +169,7 @@ _V5_RENAMES = [
     (re.compile(r"(^|\.)layers\.(\d+)\.mlp\.fc2\."), r"\1encoder.layer.\2.output.dense."),
     (re.compile(r"(^|\.)layers\.(\d+)\.(layernorm_before|layernorm_after)\."), r"\1encoder.layer.\2.\3."),
 ]
-_POOLER = re.compile(r"^(vit\.)?pooler\.dense\.(weight|bias)$")
+_POOLER = re.compile(r"^((vit|deit)\.)?pooler\.dense\.(weight|bias)$")
 
 
 def classic_name(name: str) -> str:
@@ -219,18 +261,29 @@ def load_pretrained(
     cache_dir,
     remat_policy: str | None = None,
     scan_layers: bool = True,
+    config: ViTConfig | str | None = None,
+    img_size: int | tuple[int, int] | None = None,
 ):
-    """Strictly load an HF ViT checkpoint, streaming each tensor onto its target sharding."""
-    resolved = resolve_model(
-        name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
-    )
-    config = read_config_file(resolved.config)
+    """Strictly load a ViT checkpoint (HF, timm or npz layout), streaming each tensor onto its target sharding."""
+    from .formats import ResampledPosEmbed
+    from .formats.detect import open_model
+
     source = os.fspath(name_or_path)
-    with open_checkpoint(resolved.weights) as checkpoint:
+    checkpoint, config, preprocessor, _ = open_model(
+        name_or_path, config=config, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
+    )
+    if img_size is not None:  # resample once at load time: the saved config then records the new size
+        old_grid = config.grid_hw
+        config = config.replace(image_size=tuple(img_size) if isinstance(img_size, list | tuple) else img_size)
+        pos_prefix = 0 if config.no_embed_class else config.num_prefix_tokens
+        pos_name = next((n for n in checkpoint.entries() if n.endswith("embeddings.position_embeddings")), None)
+        if pos_name is not None and config.grid_hw != old_grid:
+            checkpoint = ResampledPosEmbed(checkpoint, pos_name, old_grid, config.grid_hw, pos_prefix)
+    with checkpoint:
         stored = {classic_name(name): name for name in checkpoint.entries()}
         entries = checkpoint.entries()
-        prefix = "vit." if any(name.startswith("vit.") for name in stored) else ""
-        head = stored.get("classifier.weight")
+        prefix = next((p for p in ("vit.", "deit.") if any(name.startswith(p) for name in stored)), "")
+        head = stored.get(head_name(config))
         stored_classes = entries[head][0][0] if head is not None and len(entries[head][0]) == 2 else None
         config, do_classification, head_from_checkpoint = _decide_head(
             config,
@@ -245,7 +298,8 @@ def load_pretrained(
         expected = {slot.hf_name for slot in table}
         ignored = {name for name in stored if _POOLER.match(name)}
         if not head_from_checkpoint:
-            ignored |= {name for name in stored if name.startswith("classifier.")}
+            heads = ("classifier.", "cls_classifier.", "distillation_classifier.")
+            ignored |= {name for name in stored if name.startswith(heads)}
         missing = sorted(expected - stored.keys())
         unexpected = sorted(stored.keys() - expected - ignored)
         wrong_shape, wrong_dtype = [], []
@@ -296,7 +350,7 @@ def load_pretrained(
     if left:  # a bug in the name table, never a user error
         raise RuntimeError(f"internal error: parameters not filled by the loader: {left}")
     model = nnx.merge(graphdef, nnx.from_flat_state([(path, loaded[path]) for path in variables]))
-    model.preprocessor_json = resolved.preprocessor.read_text(encoding="utf-8") if resolved.preprocessor else None
+    model.preprocessor_json = preprocessor.read_text(encoding="utf-8") if preprocessor and img_size is None else None
     return model
 
 
@@ -372,7 +426,7 @@ def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB")
     limit = _parse_size(max_shard_size)
     config: ViTConfig = model.config
     with_head = model.do_classification
-    table = name_table(config, prefix="vit." if with_head else "", with_head=with_head)
+    table = name_table(config, prefix=model_prefix(config) if with_head else "", with_head=with_head)
     params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     table = for_layout(table, params)
     for slot in table:
@@ -419,7 +473,9 @@ def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB")
                     total += int(np.prod(shape)) * dtype.itemsize
             _write_json(staging / SAFETENSORS_INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
             names.append(SAFETENSORS_INDEX)
-        hf_config = config.to_hf_dict(architecture="ViTForImageClassification" if with_head else "ViTModel")
+        family = "DeiT" if config.distilled else "ViT"
+        head = "ForImageClassificationWithTeacher" if config.distilled else "ForImageClassification"
+        hf_config = config.to_hf_dict(architecture=family + (head if with_head else "Model"))
         hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(tensors[0][2].name, "float32")
         _write_json(staging / CONFIG, hf_config)
         preprocessor = getattr(model, "preprocessor_json", None)

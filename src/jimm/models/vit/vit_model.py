@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -24,6 +24,8 @@ from ...common.attention import AttentionFn
 from ...common.sharding import ShardingSpec, ViTSharding, reshape_batched, resolve_sharding, shard, with_sharding
 from ...common.transformer import Encoder, LayerNorm, default_kernel_init, einsum
 from .config import ViTConfig
+from .pooling import MAPHead
+from .pos_embed import resample_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,32 @@ class PatchEmbed(nnx.Module):
         )
 
 
+def take_indices(num_blocks: int, indices: int | Sequence[int] | None) -> list[int]:
+    """timm's `feature_take_indices`: None -> every block, n -> the last n, a list -> those (negatives from the end)."""
+    if indices is None:
+        indices = num_blocks
+    if isinstance(indices, int):
+        if not 0 < indices <= num_blocks:
+            raise ValueError(f"indices={indices} asks for the last {indices} blocks; choose 1..{num_blocks}")
+        return list(range(num_blocks - indices, num_blocks))
+    taken = []
+    for i in indices:
+        idx = num_blocks + i if i < 0 else i
+        if not 0 <= idx < num_blocks:
+            raise ValueError(
+                f"block index {i} is out of range: this model has blocks 0..{num_blocks - 1} (or -{num_blocks}..-1)"
+            )
+        taken.append(idx)
+    if not taken:
+        raise ValueError("indices is empty: name at least one block")
+    return taken
+
+
 class VisionTransformerBase(nnx.Module):
-    """Patch embedding, class token, position embeddings, the block stack and the final LayerNorm."""
+    """Patch embedding, prefix tokens, position embeddings, the block stack, the final norm and the pooling.
+
+    Prefix tokens come in the order class, distillation, registers, then the patches (timm and DeiT's order).
+    """
 
     def __init__(
         self,
@@ -74,43 +100,66 @@ class VisionTransformerBase(nnx.Module):
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
     ):
-        d = config.hidden_size
+        d, c = config.hidden_size, config
         self.config, self.dtype, self.sharding = config, dtype, sharding
         self.patch_embed = PatchEmbed(config, sharding=sharding, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.cls_token = nnx.Param(
-            with_sharding(default_kernel_init, sharding.cls_token)(rngs.params(), (1, 1, d), param_dtype)
-        )
-        self.pos_embed = nnx.Param(
-            with_sharding(default_kernel_init, sharding.pos_embed)(
-                rngs.params(), (1, config.num_tokens, d), param_dtype
-            )
-        )
-        self.pos_drop = nnx.Dropout(config.hidden_dropout_prob, deterministic=True, rngs=rngs)
+
+        def token(shape, spec=None):
+            return nnx.Param(with_sharding(default_kernel_init, spec)(rngs.params(), shape, param_dtype))
+
+        self.cls_token = token((1, 1, d), sharding.cls_token) if c.class_token else None
+        self.dist_token = token((1, 1, d), sharding.cls_token) if c.distilled else None
+        self.reg_token = token((1, c.num_register_tokens, d)) if c.num_register_tokens else None
+        self.pos_embed = token((1, c.num_pos_embed, d), sharding.pos_embed)
+        self.pos_drop = nnx.Dropout(c.hidden_dropout_prob, deterministic=True, rngs=rngs)
         self.blocks = Encoder(
-            config.num_hidden_layers,
+            c.num_hidden_layers,
             remat=use_gradient_checkpointing,
             remat_policy=remat_policy,
             scan_layers=scan_layers,
             rngs=rngs,
             dim=d,
-            num_heads=config.num_attention_heads,
-            mlp_dim=config.intermediate_size,
-            act=config.hidden_act,
-            eps=config.layer_norm_eps,
-            qkv_bias=config.qkv_bias,
-            dropout=config.hidden_dropout_prob,
-            attention_dropout=config.attention_probs_dropout_prob,
+            num_heads=c.num_attention_heads,
+            mlp_dim=c.intermediate_size,
+            act=c.hidden_act,
+            eps=c.layer_norm_eps,
+            qkv_bias=c.qkv_bias,
+            dropout=c.hidden_dropout_prob,
+            attention_dropout=c.attention_probs_dropout_prob,
             attention_fn=attention_fn,
             sharding=sharding,
             dtype=dtype,
             param_dtype=param_dtype,
+            layer_scale_init_value=c.layer_scale_init_value,
+            drop_path_rate=c.drop_path_rate,
+            qk_norm=c.qk_norm,
         )
-        self.norm = LayerNorm(
-            d, eps=config.layer_norm_eps, spec=sharding.norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        if c.drop_path_rate > 0:  # timm's schedule: linspace(0, rate, depth), block i gets the i-th rate
+            rates = jnp.linspace(0.0, c.drop_path_rate, c.num_hidden_layers, dtype=jnp.float32)
+            self.blocks.layers.drop_path1.rate.set_value(rates)
+            self.blocks.layers.drop_path2.rate.set_value(rates)
+        norm = dict(eps=c.layer_norm_eps, spec=sharding.norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        # timm: with fc_norm the LayerNorm moves from the tokens to the pooled vector.
+        self.norm = LayerNorm(d, **norm) if not c.fc_norm else None
+        self.fc_norm = LayerNorm(d, **norm) if c.fc_norm else None
+        self.attn_pool = (
+            MAPHead(
+                d,
+                c.num_attention_heads,
+                c.intermediate_size,
+                act=c.hidden_act,
+                eps=c.layer_norm_eps,
+                sharding=sharding,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+            if c.global_pool == "map"
+            else None
         )
 
-    def check_images(self, x: jax.Array) -> None:
-        """Raise a clear error for anything but `[B, height, width, channels]` at the model's size."""
+    def check_images(self, x: jax.Array) -> tuple[int, int]:
+        """The patch grid `(h, w)` of NHWC images; a clear error for a wrong rank, channel count or size."""
         c = self.config
         if x.ndim != 4:
             raise ValueError(
@@ -119,20 +168,44 @@ class VisionTransformerBase(nnx.Module):
         if x.shape[-1] != c.num_channels:
             hint = " (NCHW input? jimm takes NHWC: use x.transpose(0, 2, 3, 1))" if x.shape[1] == c.num_channels else ""
             raise ValueError(f"expected {c.num_channels} channels in the last axis, got shape {tuple(x.shape)}{hint}")
-        if tuple(x.shape[1:3]) != c.image_hw:
-            raise ValueError(f"expected {c.image_hw[0]}x{c.image_hw[1]} images, got {x.shape[1]}x{x.shape[2]}")
+        (h, w), (ph, pw) = x.shape[1:3], c.patch_hw
+        if h < ph or w < pw or h % ph or w % pw:
+            raise ValueError(
+                f"image size {h}x{w} is not a positive multiple of the patch size {ph}x{pw}; "
+                f"resize or crop to a multiple (e.g. {max(ph, h // ph * ph)}x{max(pw, w // pw * pw)})"
+            )
+        return h // ph, w // pw
+
+    def pos_embed_for(self, grid_hw: tuple[int, int]) -> Float[Array, "1 T D"]:
+        """Position embeddings for a `grid_hw` patch grid: torch-exact bicubic resampling when it differs."""
+        c = self.config
+        return resample_pos_embed(
+            self.pos_embed[...], c.grid_hw, grid_hw, num_prefix_tokens=0 if c.no_embed_class else c.num_prefix_tokens
+        )
 
     def embed(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:
-        self.check_images(x)
+        grid = self.check_images(x)
         tokens = self.patch_embed(shard(x, self.sharding.batch_spec(x.ndim), "images"))
-        cls = jnp.broadcast_to(self.cls_token[...].astype(tokens.dtype), (tokens.shape[0], 1, tokens.shape[-1]))
-        cls = shard(cls, self.sharding.act_btd)  # batch-sharded like the patch tokens, so they concatenate
-        tokens = jnp.concatenate([cls, tokens], axis=1) + self.pos_embed[...].astype(tokens.dtype)
+        b, _, d = tokens.shape
+        pos = self.pos_embed_for(grid).astype(tokens.dtype)
+        prefix = [
+            jnp.broadcast_to(t[...].astype(tokens.dtype), (b, t.shape[1], d))
+            for t in (self.cls_token, self.dist_token, self.reg_token)
+            if t is not None
+        ]
+        prefix = [shard(t, self.sharding.act_btd) for t in prefix]  # batch-sharded like the patches
+        if self.config.no_embed_class:  # big_vision / DeiT-3: add to the patches, then prepend the prefix tokens
+            tokens = jnp.concatenate([*prefix, tokens + pos], axis=1)
+        else:  # HF / original ViT: the prefix tokens have position embeddings too
+            tokens = jnp.concatenate([*prefix, tokens], axis=1) + pos
         return shard(self.pos_drop(tokens), self.sharding.act_btd)
+
+    def final_norm(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        return self.norm(x) if self.norm is not None else x
 
     def forward_features(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:
         """All tokens after the final LayerNorm (HF `ViTModel(...).last_hidden_state`)."""
-        return self.norm(self.blocks(self.embed(x)))
+        return self.final_norm(self.blocks(self.embed(x)))
 
     def hidden_states(self, x: Float[Array, "B height width C"]) -> list[Float[Array, "B T D"]]:
         """The embeddings and every block's output, un-normalised (HF `output_hidden_states=True`)."""
@@ -149,9 +222,56 @@ class VisionTransformerBase(nnx.Module):
         _, weights = self.blocks(self.embed(x), return_attention_weights=True)
         return weights
 
+    def forward_intermediates(
+        self,
+        x: Float[Array, "B height width C"],
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NHWC",
+        stop_early: bool = True,
+        intermediates_only: bool = False,
+        return_prefix_tokens: bool = False,
+    ):
+        """Outputs of chosen blocks, timm's `forward_intermediates` (see `VisionTransformer.forward_intermediates`)."""
+        if output_fmt not in ("NHWC", "NLC"):
+            raise ValueError(
+                f"output_fmt={output_fmt!r} is not supported; choose 'NHWC' (spatial maps) or 'NLC' (tokens)"
+            )
+        c = self.config
+        taken = take_indices(c.num_hidden_layers, indices)
+        grid = self.check_images(x)
+        tokens = self.embed(x)
+        run = max(taken) + 1 if stop_early else c.num_hidden_layers
+        last, per_layer = self.blocks(tokens, return_hidden_states=True, num_layers=run)
+        outs = [self.final_norm(per_layer[i]) if norm else per_layer[i] for i in taken]
+        npt = c.num_prefix_tokens
+        prefixes = [y[:, :npt] for y in outs]
+        outs = [y[:, npt:] for y in outs]
+        if output_fmt == "NHWC":
+            outs = [y.reshape(y.shape[0], grid[0], grid[1], y.shape[-1]) for y in outs]
+        if return_prefix_tokens:
+            outs = list(zip(outs, prefixes, strict=True))
+        if intermediates_only:
+            return outs
+        return self.final_norm(last), outs
+
+    def pool(self, features: Float[Array, "B T D"]) -> Float[Array, "B D"]:
+        """One vector per image from the final tokens, by `config.global_pool` (then `fc_norm` if set)."""
+        c = self.config
+        if c.global_pool == "map":
+            pooled = self.attn_pool(features[:, c.num_prefix_tokens :])
+        elif c.global_pool == "avg":
+            pooled = features[:, c.num_prefix_tokens :].mean(axis=1)
+        elif c.distilled:  # DeiT / timm: the mean of the class and distillation tokens
+            pooled = (features[:, 0] + features[:, 1]) / 2
+        else:
+            pooled = features[:, 0]
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
+
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B D"]:
-        """The pooled representation: the class token after the final LayerNorm."""
-        return self.forward_features(x)[:, 0]
+        """The pooled representation (the class token after the final LayerNorm, for plain ViT)."""
+        return self.pool(self.forward_features(x))
 
 
 def param_shapes(config: ViTConfig) -> dict[str, tuple[int, ...]]:
@@ -285,14 +405,17 @@ class VisionTransformer(nnx.Module):
         if do_classification:
             if config.num_labels < 1:
                 raise ValueError("do_classification=True needs num_classes >= 1")
-            self.classifier = nnx.Linear(
-                config.hidden_size,
-                config.num_labels,
+            head = dict(
                 dtype=dtype,
                 param_dtype=param_dtype,
                 kernel_init=with_sharding(default_kernel_init, sharding.proj_kernel),
                 bias_init=with_sharding(nnx.initializers.zeros_init(), sharding.proj_bias),
                 rngs=rngs,
+            )
+            self.classifier = nnx.Linear(config.hidden_size, config.num_labels, **head)
+            # DeiT's second head reads the distillation token; eval logits average the two (timm, HF WithTeacher).
+            self.classifier_dist = (
+                nnx.Linear(config.hidden_size, config.num_labels, **head) if config.distilled else None
             )
 
     @property
@@ -304,12 +427,57 @@ class VisionTransformer(nnx.Module):
         return self.encoder.forward_features(x)
 
     def forward_head(self, features: Float[Array, "B T D"], pre_logits: bool = False) -> Float[Array, "B C"]:
-        """Pool the class token and apply the classifier (or return the pooled token with `pre_logits`)."""
-        pooled = features[:, 0]
+        """Pool (by `config.global_pool`) and apply the classifier; `pre_logits=True` returns the pooled vector."""
         if pre_logits or not self.do_classification:
-            return pooled
-        logits = einsum("BD,DC->BC", pooled, self.classifier.kernel[...].astype(self.dtype), self.logits_spec)
-        return shard(logits + self.classifier.bias[...].astype(self.dtype), self.logits_spec)
+            return self.encoder.pool(features)
+        if self.config.distilled:
+            cls_logits = self._linear(self.classifier, features[:, 0])
+            logits = (cls_logits + self._linear(self.classifier_dist, features[:, 1])) / 2
+        else:
+            logits = self._linear(self.classifier, self.encoder.pool(features))
+        return shard(logits, self.logits_spec)
+
+    def _linear(self, layer: nnx.Linear, x: Float[Array, "B D"]) -> Float[Array, "B C"]:
+        logits = einsum("BD,DC->BC", x, layer.kernel[...].astype(self.dtype), self.logits_spec)
+        return logits + layer.bias[...].astype(self.dtype)
+
+    def forward_intermediates(
+        self,
+        x: Float[Array, "B height width C"],
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NHWC",
+        stop_early: bool = True,
+        intermediates_only: bool = False,
+        return_prefix_tokens: bool = False,
+    ):
+        """Outputs of chosen blocks, for dense tasks and probing (timm's `forward_intermediates`).
+
+        Args:
+            x: NHWC images of any size divisible by the patch size.
+            indices: None for every block, an int n for the last n blocks, or a list of block indices
+                (negative counts from the end). Block i's output is HF `output_hidden_states[i + 1]`.
+            norm: Apply the final LayerNorm to each intermediate.
+            output_fmt: "NHWC" for spatial maps `[B, h, w, D]`, "NLC" for patch tokens `[B, h*w, D]`; the prefix
+                (class, distillation, register) tokens are removed from both.
+            stop_early: Run only the blocks up to the last one requested (no work on the rest).
+            intermediates_only: Return only the list of intermediates.
+            return_prefix_tokens: Return `(spatial, prefix_tokens [B, prefix, D])` pairs instead.
+
+        Returns:
+            `(final_tokens, intermediates)`, where `final_tokens` is the final-normed output of the last block
+            run (the full `forward_features` when `stop_early=False`); or the intermediates alone.
+        """
+        return self.encoder.forward_intermediates(
+            x,
+            indices,
+            norm=norm,
+            output_fmt=output_fmt,
+            stop_early=stop_early,
+            intermediates_only=intermediates_only,
+            return_prefix_tokens=return_prefix_tokens,
+        )
 
     def attention_maps(self, x: Float[Array, "B height width C"]) -> Float[Array, "L B N T T"]:
         """Attention probabilities of every block, one array `[L, B, N, T, T]` (layer, batch, head, query, key).
@@ -378,8 +546,12 @@ class VisionTransformer(nnx.Module):
         cache_dir: str | os.PathLike | None = None,
         remat_policy: str | None = None,
         scan_layers: bool = True,
+        img_size: int | tuple[int, int] | None = None,
+        config: ViTConfig | str | None = None,
     ) -> VisionTransformer:
-        """Load an HF ViT checkpoint from a local directory or a hub repo id, strictly.
+        """Load a ViT checkpoint strictly: HF (ViT, DeiT), timm, or vit_jax / big_vision `.npz`.
+
+        The layout is detected from the tensor names (docs/formats.md); an unknown layout is an error.
 
         Args:
             model_name_or_path: A directory with `config.json` and weights, or a hub repo id.
@@ -396,6 +568,10 @@ class VisionTransformer(nnx.Module):
             revision, token, cache_dir: Passed to `huggingface_hub` for repo ids.
             remat_policy: A `jax.checkpoint_policies` name; see `VisionTransformer`.
             scan_layers: Stacked, scanned blocks (default) or a python list of blocks; both load the same files.
+            img_size: Resample the position embeddings once, to this image size (an int or `(height, width)`);
+                the model's config (and a later `save_pretrained`) records the new size.
+            config: The architecture, as a `ViTConfig` or a variant name like "B/16"; None reads an HF
+                `config.json` or, for timm and npz files, infers it from the tensor shapes.
 
         Returns:
             The model, in eval mode.
@@ -420,7 +596,22 @@ class VisionTransformer(nnx.Module):
             cache_dir=cache_dir,
             remat_policy=remat_policy,
             scan_layers=scan_layers,
+            config=config,
+            img_size=img_size,
         )
+
+    @classmethod
+    def from_variant(cls, variant: str, *, rngs: nnx.Rngs | None = None, **kwargs: Any) -> VisionTransformer:
+        """A randomly initialised model of a named size, e.g. `from_variant("S/16", num_labels=10)`.
+
+        `variant` is one of `Ti S M B L H g G` with an optional `/patch` (big_vision's names); keyword
+        arguments that are `ViTConfig` fields go to the config, the rest (dtype, sharding, ...) to `from_config`.
+        """
+        from .variants import config_for
+
+        fields = set(ViTConfig.__dataclass_fields__)
+        config = config_for(variant, **{k: v for k, v in kwargs.items() if k in fields})
+        return cls.from_config(config, rngs=rngs, **{k: v for k, v in kwargs.items() if k not in fields})
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, max_shard_size: int | str = "5GB") -> None:
         """Write `config.json`, `model.safetensors` (sharded past `max_shard_size`) and `preprocessor_config.json`.

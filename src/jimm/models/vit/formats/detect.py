@@ -1,0 +1,127 @@
+"""Find a model's weights in any supported layout and present them under HF names with a `ViTConfig`.
+
+Layouts are told apart by their tensor names: HF (`...embeddings.patch_embeddings.projection.weight`), timm
+(`patch_embed.proj.weight`), Google npz (`embedding/kernel`, optionally under `params/`). The config comes
+from `config=` (a `ViTConfig` or a variant name like "B/16"), else from an HF `config.json`, else (timm and
+npz) it is inferred from the tensor shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ....io.checkpoint import PYTORCH, SAFETENSORS, CheckpointSource, open_checkpoint
+from ....io.npz import NpzSource, PrefixStripped
+from ....io.resolve import CONFIG, resolve_model
+from ..config import ViTConfig
+from . import ConvertedSource
+from . import big_vision as bv
+from . import timm as timm_format
+
+FORMATS = ("hf", "timm", "big_vision")
+HF_MARKER = "embeddings.patch_embeddings.projection.weight"
+
+
+def detect_format(names) -> str:
+    """'hf', 'timm' or 'big_vision' from a checkpoint's tensor names; a clear error for anything else."""
+    names = list(names)
+    if any(n.endswith(HF_MARKER) for n in names):
+        return "hf"
+    if timm_format.MARKER in names:
+        return "timm"
+    if any(n.endswith("embedding/kernel") for n in names):
+        return "big_vision"
+    sample = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
+    raise ValueError(
+        f"unknown checkpoint layout (tensors: {sample}). jimm reads HF ViT/DeiT "
+        f"('{HF_MARKER}'), timm ('{timm_format.MARKER}') and vit_jax/big_vision npz ('embedding/kernel') layouts"
+    )
+
+
+def _as_config(config: ViTConfig | str | None) -> ViTConfig | None:
+    if config is None or isinstance(config, ViTConfig):
+        return config
+    if isinstance(config, str):
+        from ..variants import config_for
+
+        return config_for(config)
+    raise TypeError(f"config must be a ViTConfig or a variant name like 'B/16', got {type(config).__name__}")
+
+
+def _open_weights(paths: list[Path]) -> CheckpointSource:
+    if len(paths) == 1 and paths[0].suffix == ".npz":
+        return NpzSource(paths[0])
+    return open_checkpoint(paths)
+
+
+def _is_hf_config(path: Path) -> bool:
+    """True for an HF `config.json` (it has `model_type`); a timm folder's config.json has none."""
+    if not path.is_file():
+        return False
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    return isinstance(raw, dict) and "model_type" in raw
+
+
+def locate(
+    name_or_path, *, prefer_pytorch: bool, revision, token, cache_dir
+) -> tuple[list[Path], Path | None, Path | None]:
+    """(weight files, HF config.json or None, preprocessor_config.json or None) for a file, folder or hub id."""
+    path = Path(os.path.expanduser(os.fspath(name_or_path)))
+    if path.is_file():
+        return [path], None, None
+    if path.is_dir() and not _is_hf_config(path / CONFIG):  # a timm folder (its config.json has no model_type) or npz
+        for name in [PYTORCH, SAFETENSORS] if prefer_pytorch else [SAFETENSORS, PYTORCH]:
+            if (path / name).is_file():
+                return [path / name], None, None
+        npz = sorted(path.glob("*.npz"))
+        if len(npz) == 1:
+            return npz, None, None
+        raise FileNotFoundError(f"{path} has no HF config.json and no single {SAFETENSORS}, {PYTORCH} or .npz file")
+    resolved = resolve_model(
+        name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
+    )
+    hf = resolved.config if _is_hf_config(resolved.config) else None
+    return resolved.weights, hf, resolved.preprocessor
+
+
+def open_model(
+    name_or_path, *, config: ViTConfig | str | None, prefer_pytorch: bool, revision=None, token=None, cache_dir=None
+) -> tuple[CheckpointSource, ViTConfig, Path | None, str]:
+    """(HF-named checkpoint view, config, preprocessor path, format name); the caller closes the view."""
+    from ..config import read_config_file
+
+    weights, hf_config, preprocessor = locate(
+        name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
+    )
+    config = _as_config(config)
+    raw = _open_weights(weights)
+    try:
+        fmt = detect_format(raw.entries())
+        if fmt == "hf":
+            if config is None:
+                if hf_config is None:
+                    raise FileNotFoundError(f"{name_or_path}: HF-layout weights need a config.json (or pass config=)")
+                config = read_config_file(hf_config)
+            return raw, config, preprocessor, fmt
+        if fmt == "timm":
+            entries = raw.entries()
+            config = config or timm_format.infer_config(entries)
+            rules = timm_format.rules(config, with_head=timm_format.has_head(entries))
+            return ConvertedSource(raw, rules, format_name="timm"), config, None, fmt
+        stripped = PrefixStripped(raw, bv.strip_prefix(raw.entries()))
+        entries = stripped.entries()
+        inferred, layout = bv.infer_config(entries)
+        config = config or inferred
+        rules = bv.rules(config, with_head="head/kernel" in entries, **layout)
+        return ConvertedSource(stripped, rules, format_name="npz (vit_jax / big_vision)"), config, None, fmt
+    except BaseException:
+        raw.close()
+        raise
+
+
+__all__ = ["FORMATS", "detect_format", "locate", "open_model"]

@@ -1,0 +1,92 @@
+"""Position-embedding resampling that equals torch's `F.interpolate(mode="bicubic", align_corners=False)`.
+
+HF's `interpolate_pos_encoding` and timm's `resample_abs_pos_embed` both call torch's bicubic, whose kernel
+(Keys' cubic convolution with a = -0.75, source index `(i + 0.5) * in / out - 0.5`, taps clamped to the
+border, no antialias even when downsampling) differs from `jax.image.resize`'s (a = -0.5, antialiased).
+The 2-D resize is separable, so it is two small `[out, in]` weight matrices built in numpy from the static
+grid sizes, applied with one einsum: exact, jit-friendly, and differentiable in the embedding.
+
+Dimension letters: T tokens, D width; the grid is `h x w` patches.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+TORCH_CUBIC_A = -0.75  # torch's (and OpenCV's) bicubic coefficient; PIL and jax.image use -0.5
+
+
+def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic-convolution weights of the 4 taps at offsets -1, 0, 1, 2 for fractional positions `t`."""
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+@functools.lru_cache(maxsize=64)
+def bicubic_matrix(size_in: int, size_out: int, a: float = TORCH_CUBIC_A) -> np.ndarray:
+    """`[size_out, size_in]` matrix M with `M @ v` equal to torch's 1-D bicubic resize of `v` (align_corners=False)."""
+    if size_in < 1 or size_out < 1:
+        raise ValueError(f"grid sizes must be positive, got {size_in} -> {size_out}")
+    # torch computes the scale as in/out when a size is given (not from a scale factor) and does not clamp
+    # the cubic source index at 0, unlike its linear modes.
+    src = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
+    base = np.floor(src)
+    weights = _cubic_weights(src - base, a)
+    matrix = np.zeros((size_out, size_in), np.float64)
+    for tap in range(4):
+        idx = np.clip(base.astype(np.int64) - 1 + tap, 0, size_in - 1)  # border replicate, as torch does
+        np.add.at(matrix, (np.arange(size_out), idx), weights[:, tap])
+    return matrix
+
+
+def resample_grid(
+    grid: Float[Array, "h w D"], new_hw: tuple[int, int], *, a: float = TORCH_CUBIC_A
+) -> Float[Array, "h2 w2 D"]:
+    """Bicubic resize of a `[h, w, D]` grid to `new_hw` (torch semantics); identity when the size is unchanged."""
+    h, w = grid.shape[0], grid.shape[1]
+    new_h, new_w = new_hw
+    if (h, w) == (new_h, new_w):
+        return grid
+    mh = jnp.asarray(bicubic_matrix(h, new_h, a), jnp.float32)
+    mw = jnp.asarray(bicubic_matrix(w, new_w, a), jnp.float32)
+    out = jnp.einsum("ih,jw,hwD->ijD", mh, mw, grid.astype(jnp.float32), precision="highest")
+    return out.astype(grid.dtype)
+
+
+def resample_pos_embed(
+    pos_embed: Float[Array, "1 T D"],
+    old_hw: tuple[int, int],
+    new_hw: tuple[int, int],
+    *,
+    num_prefix_tokens: int = 1,
+) -> Float[Array, "1 T2 D"]:
+    """Resample `[1, prefix + h*w, D]` position embeddings from grid `old_hw` to `new_hw`.
+
+    The first `num_prefix_tokens` rows (class, distillation, register tokens) are kept as they are; only the
+    patch rows are resized. Pass `num_prefix_tokens=0` for embeddings that exclude the prefix tokens.
+    """
+    d = pos_embed.shape[-1]
+    expected = num_prefix_tokens + old_hw[0] * old_hw[1]
+    if pos_embed.ndim != 3 or pos_embed.shape[0] != 1 or pos_embed.shape[1] != expected:
+        raise ValueError(
+            f"position embeddings of shape {tuple(pos_embed.shape)} do not match a {old_hw[0]}x{old_hw[1]} grid "
+            f"with {num_prefix_tokens} prefix token(s): expected [1, {expected}, D]"
+        )
+    if tuple(old_hw) == tuple(new_hw):
+        return pos_embed
+    prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[0, num_prefix_tokens:]
+    grid = resample_grid(patches.reshape(old_hw[0], old_hw[1], d), new_hw)
+    return jnp.concatenate([prefix, grid.reshape(1, new_hw[0] * new_hw[1], d)], axis=1)
+
+
+__all__ = ["TORCH_CUBIC_A", "bicubic_matrix", "resample_grid", "resample_pos_embed"]
