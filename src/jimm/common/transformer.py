@@ -122,14 +122,15 @@ class Attention(nnx.Module):
         self.k_norm = LayerNorm(head_dim, **norm) if qk_norm else None
 
     def qkv(self, x: Float[Array, "B T D"]) -> tuple[jax.Array, jax.Array, jax.Array]:
-        qkv = einsum("BTD,DKNH->KBTNH", x.astype(self.dtype), self.qkv_kernel[...].astype(self.dtype), None)
+        # The dot's natural output layout [B, T, 3, N, H]: a K-leading output costs a transpose on CPU.
+        qkv = einsum("BTD,DKNH->BTKNH", x.astype(self.dtype), self.qkv_kernel[...].astype(self.dtype), None)
         if self.qkv_bias is not None:
-            qkv = qkv + self.qkv_bias[...].astype(self.dtype)[:, None, None]
+            qkv = qkv + self.qkv_bias[...].astype(self.dtype)
         spec = self.sharding.act_btnh
-        q, k = qkv[0], qkv[1]
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        return shard(q, spec), shard(k, spec), shard(qkv[2], spec)
+        return shard(q, spec), shard(k, spec), shard(v, spec)
 
     def weights(self, x: Float[Array, "B T D"]) -> Float[Array, "B N T T"]:
         """Attention probabilities, always through the explicit XLA path."""
