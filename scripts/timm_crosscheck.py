@@ -4,32 +4,26 @@ timm is not a jimm dependency (it needs torchvision, whose PyPI wheels are CUDA 
 the CPU torch jimm's tests use), so this is a script, not a test. Run it where timm imports:
 
     pip install timm && python scripts/timm_crosscheck.py          # e.g. on a GPU machine's image
-    python scripts/timm_crosscheck.py --stub-torchvision /tmp/tv     # CPU torch without torchvision (see below)
+    pip install --no-deps timm && python scripts/timm_crosscheck.py --stub-torchvision   # CPU torch only
 
-`--stub-torchvision DIR` writes a two-class stand-in for the torchvision symbols timm imports at start-up
-(`ops.misc.FrozenBatchNorm2d`, used only by ResNet-style models) and puts DIR on `sys.path`; nothing a ViT
-runs comes from it. Every parameter is redrawn at random (std 0.1, so LayerScale and norms matter), the state
+`--stub-torchvision` imports `torchvision` (and its submodules) as empty stand-ins whose every name is a
+placeholder that raises when used: timm imports torchvision symbols at start-up (datasets, transforms,
+`FrozenBatchNorm2d`) but no ViT code path calls them, so a wrong stub fails loudly rather than silently.
+Every parameter is redrawn at random (std 0.1, so LayerScale and norms matter), the state
 dict goes through `safetensors`, and jimm infers the config from the tensor names and shapes.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.machinery
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 import numpy as np
-
-STUB = {
-    "torchvision/__init__.py": "",
-    "torchvision/ops/__init__.py": "",
-    "torchvision/ops/misc.py": (
-        "import torch\n\n\nclass FrozenBatchNorm2d(torch.nn.Module):\n"
-        "    def __init__(self, *args, **kwargs):\n"
-        "        raise NotImplementedError('torchvision stub: FrozenBatchNorm2d is not available')\n"
-    ),
-}
 
 # (timm model name, create_model overrides, image height, image width)
 CASES = [
@@ -43,19 +37,50 @@ CASES = [
 ]
 
 
-def stub_torchvision(root: Path) -> None:
-    for rel, text in STUB.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    sys.path.insert(0, str(root))
+class _PlaceholderMeta(type):
+    def __getattr__(cls, attr):  # enum members and class attributes: distinct placeholders of their own
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _placeholder(f"{cls.__name__}.{attr}")
+
+
+def _placeholder(name: str) -> type:
+    """A stand-in for a torchvision class, function or constant; calling it is an error (no ViT path does)."""
+
+    def refuse(*args, **kwargs):
+        raise NotImplementedError(f"torchvision stub: {name} is not available in this run")
+
+    return _PlaceholderMeta(name, (), {"__init__": refuse})
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports `torchvision` and every submodule as empty modules whose attributes are `_Placeholder`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision" or name.startswith("torchvision."):
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = types.ModuleType(spec.name)
+        module.__path__ = []
+        module.__getattr__ = lambda attr: _placeholder(attr) if not attr.startswith("__") else _missing(spec.name, attr)
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+def _missing(module: str, attr: str):
+    raise AttributeError(f"module {module!r} has no attribute {attr!r}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stub-torchvision", type=Path, help="write a torchvision stand-in here (see module doc)")
+    parser.add_argument("--stub-torchvision", action="store_true", help="run without torchvision (see module doc)")
     args = parser.parse_args()
     if args.stub_torchvision:
-        stub_torchvision(args.stub_torchvision)
+        sys.meta_path.insert(0, _StubFinder())
 
     import jax
     import jax.numpy as jnp
@@ -103,7 +128,8 @@ def main() -> int:
         ok = max(diffs) <= 1e-4
         failures += not ok
         extra = ", ".join(f"{k}={v}" for k, v in overrides.items())
-        print(f"| {name} | {extra} | {h}x{w} | " + " | ".join(f"{d:.1e}" for d in diffs) + f" | {'ok' if ok else 'FAIL'} |")
+        cells = " | ".join(f"{d:.1e}" for d in diffs)
+        print(f"| {name} | {extra} | {h}x{w} | {cells} | {'ok' if ok else 'FAIL'} |")
     return 1 if failures else 0
 
 

@@ -104,8 +104,10 @@ TIMM_VARIANTS = {
 @pytest.mark.parametrize("name", list(TIMM_VARIANTS))
 def test_timm_variants_infer_config_and_round_trip(name, tmp_path):
     # width 192 is Ti in the size table, so the number of heads is inferred from the width
+    # (timm checkpoints also resample position embeddings as timm does: antialiased)
     config = ViTConfig(hidden_size=192, num_hidden_layers=2, num_attention_heads=3, intermediate_size=11, image_size=16,
-                       patch_size=4, num_labels=5, layer_norm_eps=1e-6, **TIMM_VARIANTS[name])  # fmt: skip
+                       patch_size=4, num_labels=5, layer_norm_eps=1e-6, pos_embed_antialias=True,
+                       **TIMM_VARIANTS[name])  # fmt: skip
     model = randomize(VisionTransformer.from_config(config), seed=11, scale=0.1)
     state = to_foreign(timm.rules(config, with_head=True), hf_tensors(model))
     save_file(state, tmp_path / "model.safetensors")

@@ -11,9 +11,9 @@ from jimm import VisionTransformer
 from jimm.models.vit.pos_embed import bicubic_matrix, resample_grid, resample_pos_embed
 
 
-def torch_bicubic(grid: np.ndarray, size) -> np.ndarray:
+def torch_bicubic(grid: np.ndarray, size, antialias: bool = False) -> np.ndarray:
     t = torch.from_numpy(grid).permute(2, 0, 1)[None]
-    out = torch.nn.functional.interpolate(t, size=size, mode="bicubic", align_corners=False)
+    out = torch.nn.functional.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=antialias)
     return out[0].permute(1, 2, 0).numpy()
 
 
@@ -24,6 +24,17 @@ def torch_bicubic(grid: np.ndarray, size) -> np.ndarray:
 def test_resample_grid_equals_torch_bicubic(old, new):
     grid = np.random.RandomState(1).randn(*old, 6).astype(np.float32)
     np.testing.assert_allclose(np.asarray(resample_grid(grid, new)), torch_bicubic(grid, new), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "old,new", [((14, 14), (10, 18)), ((7, 7), (3, 3)), ((5, 7), (9, 4)), ((24, 24), (7, 5)), ((3, 1), (2, 5))]
+)
+def test_antialiased_resample_equals_torch_antialias(old, new):
+    # timm's resample_abs_pos_embed (dynamic_img_size, a new img_size) calls interpolate(..., antialias=True)
+    grid = np.random.RandomState(3).randn(*old, 6).astype(np.float32)
+    ours = np.asarray(resample_grid(grid, new, antialias=True))
+    np.testing.assert_allclose(ours, torch_bicubic(grid, new, antialias=True), atol=1e-5)
+    assert np.abs(ours - torch_bicubic(grid, new)).max() > 1e-3  # and it is not HF's kernel
 
 
 def test_bicubic_is_not_jax_image_resize():

@@ -42,7 +42,8 @@ def timm_forward(state: dict, config, x: np.ndarray, *, pre_logits: bool = False
     old = c.grid_hw
     if (gh, gw) != old:
         grid = pos[:, pos_prefix:].reshape(1, *old, d).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+        # timm itself passes antialias=True (resample_abs_pos_embed); jimm models loaded from timm do too
+        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False, antialias=c.pos_embed_antialias)
         pos = torch.cat([pos[:, :pos_prefix], grid.permute(0, 2, 3, 1).reshape(1, gh * gw, d)], dim=1)
     t = torch.cat([*prefix, t + pos], dim=1) if c.no_embed_class else torch.cat([*prefix, t], dim=1) + pos
     for i in range(c.num_hidden_layers):

@@ -172,7 +172,11 @@ class VisionTransformerBase(nnx.Module):
         """Position embeddings for a `grid_hw` patch grid: torch-exact bicubic resampling when it differs."""
         c = self.config
         return resample_pos_embed(
-            self.pos_embed[...], c.grid_hw, grid_hw, num_prefix_tokens=0 if c.no_embed_class else c.num_prefix_tokens
+            self.pos_embed[...],
+            c.grid_hw,
+            grid_hw,
+            num_prefix_tokens=0 if c.no_embed_class else c.num_prefix_tokens,
+            antialias=c.pos_embed_antialias,
         )
 
     def embed(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:

@@ -97,6 +97,7 @@ class ViTConfig:
     layer_scale_init_value: float | None = None  # LayerScale "Going deeper with Image Transformers" (CaiT)
     qk_norm: bool = False  # LayerNorm on queries and keys per head ("Scaling ViT to 22B", Dehghani et al.)
     drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over depth (Huang et al., 2016)
+    pos_embed_antialias: bool = False  # resample position embeddings as timm does (antialiased), not as HF
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_channels")
@@ -274,6 +275,7 @@ VARIANT_DEFAULTS: dict[str, Any] = {
         "layer_scale_init_value",
         "qk_norm",
         "drop_path_rate",
+        "pos_embed_antialias",
     )
 }
 

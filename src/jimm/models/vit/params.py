@@ -278,7 +278,9 @@ def load_pretrained(
         pos_prefix = 0 if config.no_embed_class else config.num_prefix_tokens
         pos_name = next((n for n in checkpoint.entries() if n.endswith("embeddings.position_embeddings")), None)
         if pos_name is not None and config.grid_hw != old_grid:
-            checkpoint = ResampledPosEmbed(checkpoint, pos_name, old_grid, config.grid_hw, pos_prefix)
+            checkpoint = ResampledPosEmbed(
+                checkpoint, pos_name, old_grid, config.grid_hw, pos_prefix, config.pos_embed_antialias
+            )
     with checkpoint:
         stored = {classic_name(name): name for name in checkpoint.entries()}
         entries = checkpoint.entries()

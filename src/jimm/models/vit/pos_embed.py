@@ -1,8 +1,10 @@
 """Position-embedding resampling that equals torch's `F.interpolate(mode="bicubic", align_corners=False)`.
 
-HF's `interpolate_pos_encoding` and timm's `resample_abs_pos_embed` both call torch's bicubic, whose kernel
-(Keys' cubic convolution with a = -0.75, source index `(i + 0.5) * in / out - 0.5`, taps clamped to the
-border, no antialias even when downsampling) differs from `jax.image.resize`'s (a = -0.5, antialiased).
+Two torch kernels are in use, and neither is `jax.image.resize`'s:
+- HF's `interpolate_pos_encoding`: plain bicubic (Keys' cubic convolution with a = -0.75, source index
+  `(i + 0.5) * in / out - 0.5`, taps clamped to the border, no antialias even when downsampling).
+- timm's `resample_abs_pos_embed` (and so `dynamic_img_size`): `antialias=True`, PIL's filter (a = -0.5,
+  widened by the scale when downsampling, taps outside the grid dropped and the rest renormalised).
 The 2-D resize is separable, so it is two small `[out, in]` weight matrices built in numpy from the static
 grid sizes, applied with one einsum: exact, jit-friendly, and differentiable in the embedding.
 
@@ -49,16 +51,40 @@ def bicubic_matrix(size_in: int, size_out: int, a: float = TORCH_CUBIC_A) -> np.
     return matrix
 
 
+@functools.lru_cache(maxsize=64)
+def antialiased_bicubic_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """`[size_out, size_in]` matrix of torch's `F.interpolate(mode="bicubic", antialias=True)` (PIL's filter)."""
+    if size_in < 1 or size_out < 1:
+        raise ValueError(f"grid sizes must be positive, got {size_in} -> {size_out}")
+    a = -0.5
+    scale = size_in / size_out
+    stretch = max(scale, 1.0)  # downsampling widens the filter by the scale: that is the antialiasing
+    support = 2.0 * stretch
+    matrix = np.zeros((size_out, size_in), np.float64)
+    for i in range(size_out):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), size_in)
+        x = np.abs((np.arange(lo, hi) - center + 0.5) / stretch)
+        w = np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1, np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+        matrix[i, lo:hi] = w / w.sum() if w.sum() != 0 else w
+    return matrix
+
+
 def resample_grid(
-    grid: Float[Array, "h w D"], new_hw: tuple[int, int], *, a: float = TORCH_CUBIC_A
+    grid: Float[Array, "h w D"], new_hw: tuple[int, int], *, antialias: bool = False
 ) -> Float[Array, "h2 w2 D"]:
-    """Bicubic resize of a `[h, w, D]` grid to `new_hw` (torch semantics); identity when the size is unchanged."""
+    """Bicubic resize of a `[h, w, D]` grid to `new_hw` (torch semantics); identity when the size is unchanged.
+
+    `antialias=False` is HF's kernel, `True` timm's (see the module docstring).
+    """
     h, w = grid.shape[0], grid.shape[1]
     new_h, new_w = new_hw
     if (h, w) == (new_h, new_w):
         return grid
-    mh = jnp.asarray(bicubic_matrix(h, new_h, a), jnp.float32)
-    mw = jnp.asarray(bicubic_matrix(w, new_w, a), jnp.float32)
+    matrix = antialiased_bicubic_matrix if antialias else bicubic_matrix
+    mh = jnp.asarray(matrix(h, new_h), jnp.float32)
+    mw = jnp.asarray(matrix(w, new_w), jnp.float32)
     out = jnp.einsum("ih,jw,hwD->ijD", mh, mw, grid.astype(jnp.float32), precision="highest")
     return out.astype(grid.dtype)
 
@@ -69,11 +95,13 @@ def resample_pos_embed(
     new_hw: tuple[int, int],
     *,
     num_prefix_tokens: int = 1,
+    antialias: bool = False,
 ) -> Float[Array, "1 T2 D"]:
     """Resample `[1, prefix + h*w, D]` position embeddings from grid `old_hw` to `new_hw`.
 
     The first `num_prefix_tokens` rows (class, distillation, register tokens) are kept as they are; only the
     patch rows are resized. Pass `num_prefix_tokens=0` for embeddings that exclude the prefix tokens.
+    `antialias=False` equals HF's `interpolate_pos_encoding`, `True` timm's `resample_abs_pos_embed`.
     """
     d = pos_embed.shape[-1]
     expected = num_prefix_tokens + old_hw[0] * old_hw[1]
@@ -85,7 +113,7 @@ def resample_pos_embed(
     if tuple(old_hw) == tuple(new_hw):
         return pos_embed
     prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[0, num_prefix_tokens:]
-    grid = resample_grid(patches.reshape(old_hw[0], old_hw[1], d), new_hw)
+    grid = resample_grid(patches.reshape(old_hw[0], old_hw[1], d), new_hw, antialias=antialias)
     return jnp.concatenate([prefix, grid.reshape(1, new_hw[0] * new_hw[1], d)], axis=1)
 
 

@@ -115,9 +115,10 @@ class ConvertedSource(CheckpointSource):
 class ResampledPosEmbed(CheckpointSource):
     """A view whose position embeddings are resampled to a new grid (fine-tuning at a new resolution)."""
 
-    def __init__(self, raw: CheckpointSource, name: str, old_hw, new_hw, num_prefix_tokens: int):
+    def __init__(self, raw: CheckpointSource, name: str, old_hw, new_hw, num_prefix_tokens: int, antialias: bool):
         self.raw, self.name = raw, name
         self.old_hw, self.new_hw, self.num_prefix_tokens = tuple(old_hw), tuple(new_hw), num_prefix_tokens
+        self.antialias = antialias
 
     def entries(self):
         entries = self.raw.entries()
@@ -131,7 +132,11 @@ class ResampledPosEmbed(CheckpointSource):
         if name != self.name:
             return array
         out = resample_pos_embed(
-            np.asarray(array, np.float32), self.old_hw, self.new_hw, num_prefix_tokens=self.num_prefix_tokens
+            np.asarray(array, np.float32),
+            self.old_hw,
+            self.new_hw,
+            num_prefix_tokens=self.num_prefix_tokens,
+            antialias=self.antialias,
         )
         return np.asarray(out).astype(array.dtype)
 

@@ -23,6 +23,7 @@ Config inference from shapes: heads come from the big_vision size table by width
 widths); LayerNorm eps 1e-6 and exact GELU are timm's defaults; `global_pool` is "map" with `attn_pool`, "avg"
 with `fc_norm` or without a class token, else "token"; `no_embed_class` when the position rows are a square
 grid without the prefix rows (if they are a square both with and without, `no_embed_class=False` is assumed).
+Position embeddings resample as timm does (`pos_embed_antialias=True`: antialiased, PIL's bicubic filter).
 timm features outside this table (`norm_pre`, SwiGLU MLPs, ...) are an unexpected-tensor error.
 """
 
@@ -135,6 +136,7 @@ def infer_config(entries: dict) -> ViTConfig:
         fc_norm=fc_norm,
         layer_scale_init_value=1e-5 if "blocks.0.ls1.gamma" in entries else None,
         qk_norm="blocks.0.attn.q_norm.weight" in entries,
+        pos_embed_antialias=True,  # timm's resample_abs_pos_embed (dynamic_img_size, new img_size) antialiases
     )
 
 
