@@ -23,7 +23,7 @@ def test_docs_have_examples():
     assert len(list(examples())) >= 6
 
 
-@pytest.mark.parametrize("code", examples())
+@pytest.mark.parametrize("code", list(examples()))
 def test_doc_example_runs(code, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(

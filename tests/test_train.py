@@ -217,7 +217,9 @@ def test_weight_decay_only_touches_kernels():
     tx = make_optimizer(cfg)
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
-    decayed = {".".join(map(str, path)) for path, u in nnx.to_flat_state(updates) if np.any(np.asarray(u.value) != 0)}
+    decayed = {
+        ".".join(map(str, path)) for path, u in nnx.to_flat_state(updates) if np.any(np.asarray(u.get_value()) != 0)
+    }
     assert decayed and all("kernel" in name for name in decayed)
     assert "classifier.kernel" in decayed and not any("bias" in n or "pos_embed" in n for n in decayed)
 

@@ -52,7 +52,7 @@ def train_step(graphdef: nnx.GraphDef, cfg: TrainConfig, state, images, labels):
     metrics = {
         "loss": loss_sum / n_micro,
         "accuracy": correct / (labels.size),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
     }
     return nnx.state((model, optimizer)), metrics
 
