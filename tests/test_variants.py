@@ -143,6 +143,14 @@ def test_drop_path_is_identity_in_eval_and_stochastic_in_train():
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(plain(x)))
 
 
+def test_drop_path_schedule_in_the_unscanned_layout():
+    config = ViTConfig(**{**BASE, "drop_path_rate": 0.5, "num_hidden_layers": 3})
+    model = VisionTransformer.from_config(config, scan_layers=False)
+    for path in ("drop_path1", "drop_path2"):
+        rates = [float(getattr(block, path).rate[...]) for block in model.encoder.blocks.layers]
+        np.testing.assert_allclose(rates, [0.0, 0.25, 0.5])
+
+
 def test_drop_path_drops_whole_samples_and_keeps_the_mean():
     layer = DropPath(0.25, rngs=nnx.Rngs(dropout=0))
     layer.deterministic = False

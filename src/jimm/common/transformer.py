@@ -270,7 +270,7 @@ class Block(nnx.Module):
         scale = layer_scale_init_value
         self.ls1 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
         self.ls2 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
-        # The rate given here is a placeholder; the model writes each layer's rate of the schedule after stacking.
+        # The rate given here is a placeholder; the Encoder writes each layer's rate of the schedule.
         self.drop_path1 = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate > 0 else None
         self.drop_path2 = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate > 0 else None
 
@@ -343,14 +343,24 @@ class Encoder(nnx.Module):
 
         if not scan_layers:
             self.layers = nnx.List([Block(rngs=rngs, **block_kwargs) for _ in range(num_layers)])
-            return
+        else:
 
-        @nnx.split_rngs(splits=num_layers)
-        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: None})
-        def make_blocks(rngs: nnx.Rngs) -> Block:
-            return Block(rngs=rngs, **block_kwargs)
+            @nnx.split_rngs(splits=num_layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: None})
+            def make_blocks(rngs: nnx.Rngs) -> Block:
+                return Block(rngs=rngs, **block_kwargs)
 
-        self.layers = make_blocks(rngs)
+            self.layers = make_blocks(rngs)
+        drop_path_rate = block_kwargs.get("drop_path_rate", 0.0)
+        if drop_path_rate > 0:  # timm's schedule: linspace(0, rate, depth), block i gets the i-th rate
+            rates = jnp.linspace(0.0, drop_path_rate, num_layers, dtype=jnp.float32)
+            if scan_layers:
+                for drop_path in (self.layers.drop_path1, self.layers.drop_path2):
+                    drop_path.rate.set_value(rates)
+            else:
+                for block, rate in zip(self.layers, rates, strict=True):
+                    block.drop_path1.rate.set_value(rate)
+                    block.drop_path2.rate.set_value(rate)
 
     def __call__(
         self,

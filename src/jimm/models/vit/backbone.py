@@ -126,10 +126,6 @@ class VisionTransformerBase(nnx.Module):
             drop_path_rate=c.drop_path_rate,
             qk_norm=c.qk_norm,
         )
-        if c.drop_path_rate > 0:  # timm's schedule: linspace(0, rate, depth), block i gets the i-th rate
-            rates = jnp.linspace(0.0, c.drop_path_rate, c.num_hidden_layers, dtype=jnp.float32)
-            self.blocks.layers.drop_path1.rate.set_value(rates)
-            self.blocks.layers.drop_path2.rate.set_value(rates)
         norm = dict(eps=c.layer_norm_eps, spec=sharding.norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         # timm: with fc_norm the LayerNorm moves from the tokens to the pooled vector.
         self.norm = LayerNorm(d, **norm) if not c.fc_norm else None
