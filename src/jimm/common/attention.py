@@ -87,11 +87,16 @@ def apply_attention_weights(
     return jnp.swapaxes(jnp.einsum("BNTS,BNSH->BNTH", weights, jnp.swapaxes(value, 1, 2)), 1, 2)
 
 
+def explicit_attention(query, key, value, *, bias=None, mask=None, is_causal: bool = False) -> jax.Array:
+    """Softmax attention with the probabilities materialised: `attention_weights`, then `value`."""
+    mask = _with_causal(mask, query.shape[1], key.shape[1]) if is_causal else mask
+    return apply_attention_weights(attention_weights(query, key, mask=mask, bias=bias), value)
+
+
 def reference_attention(query, key, value, bias=None, mask=None, **kwargs: Any) -> Float[Array, "B T N H"]:
     """The explicit path as an `attention_fn` (what the tests compare every backend against)."""
     is_causal = _flax_kwargs("reference_attention", kwargs)
-    mask = _with_causal(mask, query.shape[1], key.shape[1]) if is_causal else mask
-    return apply_attention_weights(attention_weights(query, key, mask=mask, bias=bias), value)
+    return explicit_attention(query, key, value, bias=bias, mask=mask, is_causal=is_causal)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -121,8 +126,7 @@ class JaxAttention:
             )
         if self.implementation == "xla" and jax.default_backend() == "cpu":
             # Same maths as jax.nn's XLA path (fp32 softmax), heads-major: faster on XLA's CPU backend.
-            mask = _with_causal(mask, query.shape[1], key.shape[1]) if is_causal else mask
-            return apply_attention_weights(attention_weights(query, key, mask=mask, bias=bias), value)
+            return explicit_attention(query, key, value, bias=bias, mask=mask, is_causal=is_causal)
         return jax.nn.dot_product_attention(
             query, key, value, bias=bias, mask=mask, is_causal=is_causal, implementation=self.implementation
         )

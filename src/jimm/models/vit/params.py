@@ -102,9 +102,9 @@ def name_table(config: ViTConfig, *, prefix: str, with_head: bool) -> list[Slot]
             for qk in ("q_norm", "k_norm"):
                 add(f"{hf}.attention.attention.{qk}.weight", f"{blocks}.attn.{qk}.scale", (i,), (h,), same)
                 add(f"{hf}.attention.attention.{qk}.bias", f"{blocks}.attn.{qk}.bias", (i,), (h,), same)
-    final = "fc_norm" if config.fc_norm else "layernorm"
-    add(f"{final}.weight", f"encoder.{'fc_norm' if config.fc_norm else 'norm'}.scale", (), (d,), same)
-    add(f"{final}.bias", f"encoder.{'fc_norm' if config.fc_norm else 'norm'}.bias", (), (d,), same)
+    final, ours = ("fc_norm", "fc_norm") if config.fc_norm else ("layernorm", "norm")
+    add(f"{final}.weight", f"encoder.{ours}.scale", (), (d,), same)
+    add(f"{final}.bias", f"encoder.{ours}.bias", (), (d,), same)
     if config.global_pool == "map":
         pool = "encoder.attn_pool"
         add("attn_pool.latent", f"{pool}.probe", (), (1, 1, d), same)
