@@ -33,7 +33,7 @@ def run(args: list[str], out: Path) -> list[subprocess.Popen]:
     return [subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
 
 
-def wait(procs: list[subprocess.Popen], timeout: float = 50) -> None:
+def wait(procs: list[subprocess.Popen], timeout: float = 180) -> None:
     try:
         for p in procs:
             output, _ = p.communicate(timeout=timeout)

@@ -19,7 +19,7 @@ from jimm import VisionTransformer, ViTConfig
 from jimm.models.vit.formats import FormatMismatchError, timm, to_foreign
 from jimm.models.vit.formats import big_vision as bv
 from jimm.models.vit.formats.detect import detect_format
-from jimm.models.vit.params import classic_name
+from jimm.models.vit.names import classic_name
 
 VIT_JAX = dict(scanned=False, vit_jax=True, pos_name="Transformer/posembed_input/pos_embedding")
 BIG_VISION = dict(scanned=False, vit_jax=False, pos_name="pos_embedding")

@@ -8,7 +8,7 @@ import torch
 from conftest import hf_model, images, to_torch
 
 from jimm import VisionTransformer
-from jimm.models.vit.pos_embed import bicubic_matrix, resample_grid, resample_pos_embed
+from jimm.common.resample import bicubic_matrix, resample_grid, resample_pos_embed
 
 
 def torch_bicubic(grid: np.ndarray, size, antialias: bool = False) -> np.ndarray:

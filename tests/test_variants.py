@@ -130,7 +130,7 @@ def test_variant_table_builds_named_sizes():
 def test_drop_path_is_identity_in_eval_and_stochastic_in_train():
     config = ViTConfig(**{**BASE, "drop_path_rate": 0.5, "num_hidden_layers": 3})
     model = randomize(VisionTransformer.from_config(config, rngs=nnx.Rngs(params=0, dropout=1)), seed=5)
-    rates = np.asarray(model.encoder.blocks.layers.drop_path1.rate[...])
+    rates = np.asarray(model.encoder.blocks.drop_path_rates)
     np.testing.assert_allclose(rates, [0.0, 0.25, 0.5])  # timm's linear schedule
     plain = VisionTransformer.from_config(ViTConfig(**{**BASE, "num_hidden_layers": 3}))
     nnx.update(plain, nnx.state(model, nnx.Param))
@@ -146,9 +146,10 @@ def test_drop_path_is_identity_in_eval_and_stochastic_in_train():
 def test_drop_path_schedule_in_the_unscanned_layout():
     config = ViTConfig(**{**BASE, "drop_path_rate": 0.5, "num_hidden_layers": 3})
     model = VisionTransformer.from_config(config, scan_layers=False)
-    for path in ("drop_path1", "drop_path2"):
-        rates = [float(getattr(block, path).rate[...]) for block in model.encoder.blocks.layers]
-        np.testing.assert_allclose(rates, [0.0, 0.25, 0.5])
+    np.testing.assert_allclose(model.encoder.blocks.drop_path_rates, [0.0, 0.25, 0.5])
+    model.train()
+    x = images(batch=8, seed=6)
+    assert not np.allclose(np.asarray(model(x)), np.asarray(model(x)))  # the schedule reaches the loop too
 
 
 def test_drop_path_drops_whole_samples_and_keeps_the_mean():
@@ -181,6 +182,6 @@ def test_drop_path_schedule_survives_save_and_load(tmp_path):
     model = randomize(VisionTransformer.from_config(config), seed=8)
     model.save_pretrained(tmp_path)
     loaded = VisionTransformer.from_pretrained(tmp_path)
-    np.testing.assert_allclose(np.asarray(loaded.encoder.blocks.layers.drop_path2.rate[...]), [0.0, 0.1, 0.2])
+    np.testing.assert_allclose(loaded.encoder.blocks.drop_path_rates, [0.0, 0.1, 0.2])
     x = images(seed=9)
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))

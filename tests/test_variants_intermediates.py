@@ -7,7 +7,7 @@ import torch
 from conftest import hf_model, images, to_torch
 
 from jimm import VisionTransformer, ViTConfig
-from jimm.models.vit.backbone import take_indices
+from jimm.common.vision import take_indices
 
 
 @pytest.fixture(scope="module")

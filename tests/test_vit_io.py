@@ -18,7 +18,8 @@ from transformers import ViTForImageClassification, ViTModel
 
 import jimm
 from jimm.io.safetensors import SafetensorsError
-from jimm.models.vit.params import CheckpointMismatchError
+from jimm.io.saved import MANIFEST, MixedFolderError
+from jimm.io.state import CheckpointMismatchError
 
 ATOL = 1e-5
 
@@ -59,7 +60,7 @@ def test_round_trip_is_bit_exact_and_loads_cleanly_in_transformers(tmp_path, hf,
     model = jimm.VisionTransformer.from_pretrained(saved)
     out = tmp_path / "ours"
     model.save_pretrained(out)
-    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "preprocessor_config.json"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "preprocessor_config.json", MANIFEST}
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "vit" and config["architectures"] == ["ViTForImageClassification"]
     assert config["id2label"] == {"0": "cat", "1": "dog", "2": "fox", "3": "owl"}
@@ -74,7 +75,7 @@ def test_round_trip_is_bit_exact_and_loads_cleanly_in_transformers(tmp_path, hf,
     from safetensors import safe_open
 
     with safe_open(out / "model.safetensors", "pt") as f:
-        assert f.metadata() == {"format": "pt"}
+        assert f.metadata()["format"] == "pt" and set(f.metadata()) == {"format", "jimm_save_id"}
         assert "vit.encoder.layer.0.attention.attention.query.weight" in f.keys()
 
 
@@ -249,7 +250,7 @@ def test_atomic_save_keeps_previous_files_on_crash(tmp_path, saved, monkeypatch)
         real(path, tensors[:3], metadata)
         raise KeyboardInterrupt("simulated crash mid-save")
 
-    monkeypatch.setattr("jimm.models.vit.params.write_safetensors", crash)
+    monkeypatch.setattr("jimm.io.save.write_safetensors", crash)
     bigger = jimm.VisionTransformer.from_pretrained(saved, num_classes=9)
     with pytest.raises(KeyboardInterrupt):
         bigger.save_pretrained(out)
@@ -259,9 +260,9 @@ def test_atomic_save_keeps_previous_files_on_crash(tmp_path, saved, monkeypatch)
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "truncated file"),
-        (lambda p: p.write_bytes(b"\x08" + b"\x00" * 7 + b"not json"), "header is not JSON"),
-        (lambda p: p.write_bytes(b"abc"), "only 3 bytes"),
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not fully covered.*truncated"),
+        (lambda p: p.write_bytes(b"\x08" + b"\x00" * 7 + b"not json"), "invalid JSON in header"),
+        (lambda p: p.write_bytes(b"abc"), "header too small"),
     ],
     ids=["truncated", "bad-header", "tiny"],
 )
@@ -280,11 +281,14 @@ def test_bad_index_files(tmp_path, saved):
     first = next(iter(index["weight_map"]))
     index["weight_map"][first] = "model-99999-of-99999.safetensors"
     index_path.write_text(json.dumps(index))
+    with pytest.raises(MixedFolderError, match="model.safetensors.index.json is not the file jimm's last save"):
+        jimm.VisionTransformer.from_pretrained(tmp_path / "s")  # hand-edited after jimm saved it
+    (tmp_path / "s" / MANIFEST).unlink()  # as a folder written by another tool
     with pytest.raises(FileNotFoundError, match="model-99999-of-99999.safetensors"):
         jimm.VisionTransformer.from_pretrained(tmp_path / "s")
     index["weight_map"][first] = "../hf/model.safetensors"
     index_path.write_text(json.dumps(index))
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="not a file beside it"):
         jimm.VisionTransformer.from_pretrained(tmp_path / "s")
 
 
@@ -308,7 +312,7 @@ def test_bad_configs(tmp_path, saved):
             jimm.VisionTransformer.from_pretrained(saved)
     with pytest.raises(FileNotFoundError, match="has no HF config.json and no single model.safetensors"):
         jimm.VisionTransformer.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="not a model directory"):
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
         jimm.VisionTransformer.from_pretrained(tmp_path / "nowhere")
 
 

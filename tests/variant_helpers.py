@@ -4,7 +4,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jimm.models.vit.params import name_table
+from jimm.models.vit.names import name_table
 
 
 def randomize(model, seed: int = 0, scale: float = 0.3):
@@ -19,4 +19,4 @@ def hf_tensors(model) -> dict[str, np.ndarray]:
     """The model's tensors under jimm's HF names (no `vit.` prefix), through the HF name table."""
     table = name_table(model.config, prefix="", with_head=model.do_classification)
     params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    return {s.hf_name: np.asarray(s.to_hf(np.asarray(params[s.param][...][s.index]))) for s in table}
+    return {s.name: np.asarray(s.to_hf(np.asarray(params[s.param][...][s.index]))) for s in table}

@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.typing import DTypeLike
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from .attention import AttentionFn, apply_attention_weights, attention_weights, check_dropout_support, xla_attention
 from .sharding import ShardingSpec, Spec, active_mesh, check_fits, gather_for, shard, with_sharding
@@ -68,9 +69,13 @@ class LayerNorm(nnx.LayerNorm):
 class Attention(nnx.Module):
     """Multi-head self-attention with a fused qkv kernel `[D, 3, N, H]`.
 
-    `attention_fn(q, k, v)` runs the attention itself; the explicit XLA path (probabilities materialised) is used
-    instead when attention dropout is active (only allowed for XLA backends, see `check_dropout_support`) and
-    when the weights are asked for (`weights`, `return_weights=True`).
+    `attention_fn(q, k, v, mask=...)` runs the attention itself; the explicit XLA path (probabilities
+    materialised) is used instead when attention dropout is active (only allowed for XLA backends, see
+    `check_dropout_support`) and when the weights are asked for (`weights`, `return_weights=True`).
+
+    `qkv_bias` is one flag or three (query, key, value): DINOv3 has no key bias. Only the projections with a
+    bias get one, stacked `[n_biased, N, H]`. `rope=(cos, sin)` rotates the queries and keys of the last
+    `cos.shape[0]` tokens (the patches; prefix tokens stay unrotated), as DINOv3 does.
     """
 
     def __init__(
@@ -78,7 +83,7 @@ class Attention(nnx.Module):
         dim: int,
         num_heads: int,
         *,
-        qkv_bias: bool,
+        qkv_bias: bool | tuple[bool, bool, bool],
         attention_dropout: float,
         attention_fn: AttentionFn | None,
         sharding: ShardingSpec,
@@ -87,6 +92,7 @@ class Attention(nnx.Module):
         rngs: nnx.Rngs,
         qk_norm: bool = False,
         eps: float = 1e-6,
+        out_bias: bool = True,
     ):
         if dim % num_heads:
             raise ValueError(f"hidden size {dim} is not divisible by the number of heads {num_heads}")
@@ -94,17 +100,18 @@ class Attention(nnx.Module):
         self.num_heads, self.head_dim = num_heads, head_dim
         self.dtype, self.sharding = dtype, sharding
         self.attention_fn = attention_fn or xla_attention
+        flags = (qkv_bias,) * 3 if isinstance(qkv_bias, bool) else tuple(bool(b) for b in qkv_bias)
+        self.bias_slots = tuple(i for i, on in enumerate(flags) if on)  # which of q, k, v have a bias
         key = rngs.params()
         self.qkv_kernel = nnx.Param(
             with_sharding(default_kernel_init, sharding.qkv_kernel)(key, (dim, 3, num_heads, head_dim), param_dtype)
         )
+        zeros = nnx.initializers.zeros_init()
         self.qkv_bias = (
             nnx.Param(
-                with_sharding(nnx.initializers.zeros_init(), sharding.qkv_bias)(
-                    key, (3, num_heads, head_dim), param_dtype
-                )
+                with_sharding(zeros, sharding.qkv_bias)(key, (len(self.bias_slots), num_heads, head_dim), param_dtype)
             )
-            if qkv_bias
+            if self.bias_slots
             else None
         )
         self.out_kernel = nnx.Param(
@@ -112,8 +119,8 @@ class Attention(nnx.Module):
                 rngs.params(), (num_heads, head_dim, dim), param_dtype
             )
         )
-        self.out_bias = nnx.Param(
-            with_sharding(nnx.initializers.zeros_init(), sharding.attn_out_bias)(key, (dim,), param_dtype)
+        self.out_bias = (
+            nnx.Param(with_sharding(zeros, sharding.attn_out_bias)(key, (dim,), param_dtype)) if out_bias else None
         )
         self.attn_drop = nnx.Dropout(attention_dropout, deterministic=True, rngs=rngs)
         # qk-norm (issue 7): LayerNorm over each head's H features of q and k, as timm's `qk_norm=True`.
@@ -121,44 +128,92 @@ class Attention(nnx.Module):
         self.q_norm = LayerNorm(head_dim, **norm) if qk_norm else None
         self.k_norm = LayerNorm(head_dim, **norm) if qk_norm else None
 
-    def qkv(self, x: Float[Array, "B T D"]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def qkv(
+        self, x: Float[Array, "B T D"], rope: tuple[jax.Array, jax.Array] | None = None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
         # The dot's natural output layout [B, T, 3, N, H]: a K-leading output costs a transpose on CPU.
         qkv = einsum("BTD,DKNH->BTKNH", x.astype(self.dtype), self.qkv_kernel[...].astype(self.dtype), None)
-        if self.qkv_bias is not None:
-            qkv = qkv + self.qkv_bias[...].astype(self.dtype)
-        spec = self.sharding.act_btnh
+        bias = None if self.qkv_bias is None else self.qkv_bias[...].astype(self.dtype)
+        if bias is not None and len(self.bias_slots) == 3:
+            qkv = qkv + bias
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if bias is not None and len(self.bias_slots) < 3:
+            parts = [q, k, v]
+            for row, slot in enumerate(self.bias_slots):
+                parts[slot] = parts[slot] + bias[row]
+            q, k, v = parts
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        spec = self.sharding.act_btnh
         return shard(q, spec), shard(k, spec), shard(v, spec)
 
-    def weights(self, x: Float[Array, "B T D"]) -> Float[Array, "B N T T"]:
+    def weights(self, x: Float[Array, "B T D"], *, mask: jax.Array | None = None, rope=None) -> Float[Array, "B N T T"]:
         """Attention probabilities, always through the explicit XLA path."""
-        q, k, _ = self.qkv(x)
-        return attention_weights(q, k)
+        q, k, _ = self.qkv(x, rope)
+        return attention_weights(q, k, mask=mask)
 
     def __call__(
-        self, x: Float[Array, "B T D"], *, return_weights: bool = False
+        self,
+        x: Float[Array, "B T D"],
+        *,
+        mask: Bool[Array, "#B #N T T"] | None = None,
+        rope: tuple[jax.Array, jax.Array] | None = None,
+        return_weights: bool = False,
     ) -> Float[Array, "B T D"] | tuple[Float[Array, "B T D"], Float[Array, "B N T T"]]:
-        """Self-attention; with `return_weights`, also the probabilities (explicit XLA path, pre-dropout)."""
-        q, k, v = self.qkv(x)
+        """Self-attention; `mask` (True = attend) is passed to the kernel; with `return_weights`, also the
+        probabilities (explicit XLA path, pre-dropout)."""
+        q, k, v = self.qkv(x, rope)
         dropout = self.attn_drop.rate > 0 and not self.attn_drop.deterministic
         weights = None
         if dropout or return_weights:
             if dropout and not return_weights:
                 check_dropout_support(self.attention_fn, q, k, self.attn_drop.rate)
-            weights = attention_weights(q, k)
+            weights = attention_weights(q, k, mask=mask)
             out = apply_attention_weights(self.attn_drop(weights) if dropout else weights, v)
         else:
-            out = self.attention_fn(q, k, v)
+            out = self.attention_fn(q, k, v) if mask is None else self.attention_fn(q, k, v, mask=mask)
         out = shard(out, self.sharding.act_btnh)
         y = einsum("BTNH,NHD->BTD", out, self.out_kernel[...].astype(self.dtype), self.sharding.act_btd)
-        y = y + self.out_bias[...].astype(self.dtype)
+        if self.out_bias is not None:
+            y = y + self.out_bias[...].astype(self.dtype)
         return (y, weights) if return_weights else y
 
 
+def rope_2d(grid_hw: tuple[int, int], head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """DINOv3's 2-D rotary embedding for an `h x w` patch grid: `(cos, sin)`, each `[h*w, head_dim]` fp32.
+
+    Patch centres `(i + 0.5) / n` mapped to [-1, 1], (y, x) row-major; `head_dim / 4` frequencies
+    `theta ** -(4j / head_dim)`; angles `2 pi coord freq` laid out `[y-freqs, x-freqs]` and tiled twice
+    (transformers' `DINOv3ViTRopePositionEmbedding`). Computed in numpy from static sizes: free under jit.
+    """
+    if head_dim % 4:
+        raise ValueError(f"2-D RoPE needs a head dimension divisible by 4, got {head_dim}")
+    h, w = grid_hw
+    inv_freq = (1.0 / theta ** np.arange(0, 1, 4 / head_dim, dtype=np.float32)).astype(np.float32)
+    coords_h = np.arange(0.5, h, dtype=np.float32) / h
+    coords_w = np.arange(0.5, w, dtype=np.float32) / w
+    coords = np.stack(np.meshgrid(coords_h, coords_w, indexing="ij"), axis=-1).reshape(-1, 2)
+    coords = 2.0 * coords - 1.0
+    angles = (2 * np.pi * coords[:, :, None] * inv_freq[None, None, :]).astype(np.float32).reshape(len(coords), -1)
+    angles = np.tile(angles, 2)
+    return np.cos(angles), np.sin(angles)
+
+
+def apply_rope(x: Float[Array, "B T N H"], rope: tuple[jax.Array, jax.Array]) -> Float[Array, "B T N H"]:
+    """Rotate the last `cos.shape[0]` tokens of `x` (rotate-half convention); the prefix tokens are unchanged."""
+    cos, sin = rope
+    num_patches = cos.shape[0]
+    prefix, patches = x[:, : x.shape[1] - num_patches], x[:, x.shape[1] - num_patches :]
+    cos, sin = cos[None, :, None].astype(x.dtype), sin[None, :, None].astype(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-patches[..., half:], patches[..., :half]], axis=-1)
+    return jnp.concatenate([prefix, patches * cos + rotated * sin], axis=1)
+
+
 class MLP(nnx.Module):
-    """Two dense layers with an activation between them: `D -> F -> D`."""
+    """Two dense layers with an activation between them: `D -> F -> D` (biases optional, DINOv3's `mlp_bias`)."""
 
     def __init__(
         self,
@@ -170,6 +225,7 @@ class MLP(nnx.Module):
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
+        bias: bool = True,
     ):
         self.act = ACTIVATIONS[act]
         self.dtype, self.sharding = dtype, sharding
@@ -177,17 +233,88 @@ class MLP(nnx.Module):
         self.fc1_kernel = nnx.Param(
             with_sharding(default_kernel_init, sharding.mlp_in_kernel)(rngs.params(), (dim, hidden), param_dtype)
         )
-        self.fc1_bias = nnx.Param(with_sharding(zeros, sharding.mlp_in_bias)(rngs.params(), (hidden,), param_dtype))
+        self.fc1_bias = (
+            nnx.Param(with_sharding(zeros, sharding.mlp_in_bias)(rngs.params(), (hidden,), param_dtype))
+            if bias
+            else None
+        )
         self.fc2_kernel = nnx.Param(
             with_sharding(default_kernel_init, sharding.mlp_out_kernel)(rngs.params(), (hidden, dim), param_dtype)
         )
-        self.fc2_bias = nnx.Param(with_sharding(zeros, sharding.mlp_out_bias)(rngs.params(), (dim,), param_dtype))
+        self.fc2_bias = (
+            nnx.Param(with_sharding(zeros, sharding.mlp_out_bias)(rngs.params(), (dim,), param_dtype)) if bias else None
+        )
 
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
         h = einsum("BTD,DF->BTF", x.astype(self.dtype), self.fc1_kernel[...].astype(self.dtype), self.sharding.act_btf)
-        h = self.act(h + self.fc1_bias[...].astype(self.dtype))
+        h = self.act(_add_bias(h, self.fc1_bias))
         y = einsum("BTF,FD->BTD", h, self.fc2_kernel[...].astype(self.dtype), self.sharding.act_btd)
-        return y + self.fc2_bias[...].astype(self.dtype)
+        return _add_bias(y, self.fc2_bias)
+
+
+class GatedMLP(nnx.Module):
+    """`down(act(gate(x)) * up(x))`: SwiGLU (DINOv2-giant, act silu) and DINOv3's gated MLP.
+
+    Gate and up projections share one kernel `[D, 2, F]` (gate first, as DINOv2's fused `weights_in`), so the
+    two matmuls run as one.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        *,
+        act: str,
+        sharding: ShardingSpec,
+        dtype: DTypeLike,
+        param_dtype: DTypeLike,
+        rngs: nnx.Rngs,
+        bias: bool = True,
+    ):
+        self.act = ACTIVATIONS[act]
+        self.dtype, self.sharding = dtype, sharding
+        zeros = nnx.initializers.zeros_init()
+        self.gate_up_kernel = nnx.Param(
+            with_sharding(default_kernel_init, _insert_axis(sharding.mlp_in_kernel, 1))(
+                rngs.params(), (dim, 2, hidden), param_dtype
+            )
+        )
+        self.gate_up_bias = (
+            nnx.Param(
+                with_sharding(zeros, _insert_axis(sharding.mlp_in_bias, 0))(rngs.params(), (2, hidden), param_dtype)
+            )
+            if bias
+            else None
+        )
+        self.down_kernel = nnx.Param(
+            with_sharding(default_kernel_init, sharding.mlp_out_kernel)(rngs.params(), (hidden, dim), param_dtype)
+        )
+        self.down_bias = (
+            nnx.Param(with_sharding(zeros, sharding.mlp_out_bias)(rngs.params(), (dim,), param_dtype)) if bias else None
+        )
+
+    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        h = einsum("BTD,DKF->BTKF", x.astype(self.dtype), self.gate_up_kernel[...].astype(self.dtype), None)
+        h = _add_bias(h, self.gate_up_bias)
+        h = shard(self.act(h[:, :, 0]) * h[:, :, 1], self.sharding.act_btf)
+        y = einsum("BTF,FD->BTD", h, self.down_kernel[...].astype(self.dtype), self.sharding.act_btd)
+        return _add_bias(y, self.down_bias)
+
+
+MLPS = {"mlp": MLP, "gated": GatedMLP}
+
+
+def _add_bias(x: jax.Array, bias: nnx.Param | None) -> jax.Array:
+    return x if bias is None else x + bias[...].astype(x.dtype)
+
+
+def _insert_axis(spec: Spec, position: int) -> Spec:
+    """A spec with an unsharded axis inserted (the gate/up axis of a fused gated-MLP kernel)."""
+    if spec is None:
+        return None
+    entries = list(spec)
+    entries.insert(position, None)
+    return jax.sharding.PartitionSpec(*entries)
 
 
 class LayerScale(nnx.Module):
@@ -200,26 +327,22 @@ class LayerScale(nnx.Module):
         return x * self.gamma[...].astype(x.dtype)
 
 
-class DropPathRate(nnx.Variable):
-    """A block's stochastic-depth probability: state, not a trained parameter (one per layer when stacked)."""
-
-
 class DropPath(nnx.Module):
     """Stochastic depth: drop a residual branch for a whole sample with probability `rate`, scale survivors.
 
-    The rate is a variable rather than a Python float so that stacked (scanned) blocks can each hold their own
-    rate of the linear schedule. Identity in eval mode (`deterministic=True`, the default).
+    The `Encoder` passes each block its rate of the linear schedule at call time (`rate=`), so the schedule is
+    derived from the config rather than stored as state. Identity in eval mode (`deterministic=True`).
     """
 
     def __init__(self, rate: float, *, rngs: nnx.Rngs):
-        self.rate = DropPathRate(jnp.asarray(rate, jnp.float32))
+        self.rate = float(rate)
         self.deterministic = True
         self.rngs = rngs["dropout"].fork()
 
-    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+    def __call__(self, x: Float[Array, "B T D"], rate: jax.Array | float | None = None) -> Float[Array, "B T D"]:
         if self.deterministic:
             return x
-        keep = 1.0 - self.rate[...]
+        keep = 1.0 - jnp.asarray(self.rate if rate is None else rate, jnp.float32)
         mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
         return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
 
@@ -227,7 +350,8 @@ class DropPath(nnx.Module):
 class Block(nnx.Module):
     """`x + attn(norm1(x))`, then `x + mlp(norm2(x))`, with dropout on each branch.
 
-    Optional (issue 7): LayerScale on each branch, stochastic depth on each branch, qk-norm in attention.
+    Optional: LayerScale on each branch, stochastic depth on each branch, qk-norm and per-projection biases in
+    attention, a gated MLP (`mlp="gated"`), MLP biases off, RoPE and an attention mask passed per call.
     """
 
     def __init__(
@@ -238,7 +362,7 @@ class Block(nnx.Module):
         *,
         act: str,
         eps: float,
-        qkv_bias: bool,
+        qkv_bias: bool | tuple[bool, bool, bool],
         dropout: float,
         attention_dropout: float,
         attention_fn: AttentionFn | None,
@@ -249,6 +373,9 @@ class Block(nnx.Module):
         layer_scale_init_value: float | None = None,
         drop_path_rate: float = 0.0,
         qk_norm: bool = False,
+        out_bias: bool = True,
+        mlp: str = "mlp",
+        mlp_bias: bool = True,
     ):
         common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm1 = LayerNorm(dim, eps=eps, spec=sharding.norm, **common)
@@ -261,32 +388,40 @@ class Block(nnx.Module):
             sharding=sharding,
             qk_norm=qk_norm,
             eps=eps,
+            out_bias=out_bias,
             **common,
         )
         self.norm2 = LayerNorm(dim, eps=eps, spec=sharding.norm, **common)
-        self.mlp = MLP(dim, mlp_dim, act=act, sharding=sharding, **common)
+        if mlp not in MLPS:
+            raise ValueError(f"unknown MLP kind {mlp!r}; choose one of {sorted(MLPS)}")
+        self.mlp = MLPS[mlp](dim, mlp_dim, act=act, sharding=sharding, bias=mlp_bias, **common)
         self.drop = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
         self.act_spec = sharding.act_btd
         scale = layer_scale_init_value
         self.ls1 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
         self.ls2 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
-        # The rate given here is a placeholder; the Encoder writes each layer's rate of the schedule.
         self.drop_path1 = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate > 0 else None
         self.drop_path2 = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate > 0 else None
 
-    def _branch(self, y: jax.Array, scale: LayerScale | None, drop_path: DropPath | None) -> jax.Array:
+    def _branch(self, y: jax.Array, scale: LayerScale | None, drop_path: DropPath | None, rate) -> jax.Array:
         y = self.drop(y)
         if scale is not None:
             y = scale(y)
-        return drop_path(y) if drop_path is not None else y
+        return drop_path(y, rate) if drop_path is not None else y
 
     def __call__(
-        self, x: Float[Array, "B T D"], *, return_attention_weights: bool = False
+        self,
+        x: Float[Array, "B T D"],
+        *,
+        mask: jax.Array | None = None,
+        rope: tuple[jax.Array, jax.Array] | None = None,
+        drop_path_rate: jax.Array | float | None = None,
+        return_attention_weights: bool = False,
     ) -> Float[Array, "B T D"] | tuple[Float[Array, "B T D"], Float[Array, "B N T T"]]:
-        attn = self.attn(self.norm1(x), return_weights=return_attention_weights)
+        attn = self.attn(self.norm1(x), mask=mask, rope=rope, return_weights=return_attention_weights)
         attn, weights = attn if return_attention_weights else (attn, None)
-        x = shard(x + self._branch(attn, self.ls1, self.drop_path1), self.act_spec)
-        x = shard(x + self._branch(self.mlp(self.norm2(x)), self.ls2, self.drop_path2), self.act_spec)
+        x = shard(x + self._branch(attn, self.ls1, self.drop_path1, drop_path_rate), self.act_spec)
+        x = shard(x + self._branch(self.mlp(self.norm2(x)), self.ls2, self.drop_path2, drop_path_rate), self.act_spec)
         return (x, weights) if return_attention_weights else x
 
 
@@ -321,7 +456,8 @@ class Encoder(nnx.Module):
     `stacked_to_per_layer` / `per_layer_to_stacked` convert parameters between the two layouts.
 
     `remat_policy` names a `jax.checkpoint_policies` policy (see `REMAT_POLICIES`); `remat=True` with no policy
-    uses `DEFAULT_REMAT_POLICY`; naming a policy turns checkpointing on.
+    uses `DEFAULT_REMAT_POLICY`; naming a policy turns checkpointing on. Stochastic depth follows timm's
+    schedule, `linspace(0, drop_path_rate, num_layers)`, passed to each block at call time.
     """
 
     def __init__(
@@ -340,6 +476,8 @@ class Encoder(nnx.Module):
         self.remat = self.remat_policy is not None
         if self.remat_policy is not None:
             remat_policy_fn(self.remat_policy)  # fail at construction, not at the first backward pass
+        rate = float(block_kwargs.get("drop_path_rate", 0.0))
+        self.drop_path_rates = tuple(float(r) for r in np.linspace(0.0, rate, num_layers, dtype=np.float32))
 
         if not scan_layers:
             self.layers = nnx.List([Block(rngs=rngs, **block_kwargs) for _ in range(num_layers)])
@@ -351,21 +489,13 @@ class Encoder(nnx.Module):
                 return Block(rngs=rngs, **block_kwargs)
 
             self.layers = make_blocks(rngs)
-        drop_path_rate = block_kwargs.get("drop_path_rate", 0.0)
-        if drop_path_rate > 0:  # timm's schedule: linspace(0, rate, depth), block i gets the i-th rate
-            rates = jnp.linspace(0.0, drop_path_rate, num_layers, dtype=jnp.float32)
-            if scan_layers:
-                for drop_path in (self.layers.drop_path1, self.layers.drop_path2):
-                    drop_path.rate.set_value(rates)
-            else:
-                for block, rate in zip(self.layers, rates, strict=True):
-                    block.drop_path1.rate.set_value(rate)
-                    block.drop_path2.rate.set_value(rate)
 
     def __call__(
         self,
         x: Float[Array, "B T D"],
         *,
+        mask: jax.Array | None = None,
+        rope: tuple[jax.Array, jax.Array] | None = None,
         return_hidden_states: bool = False,
         return_attention_weights: bool = False,
         num_layers: int | None = None,
@@ -374,6 +504,7 @@ class Encoder(nnx.Module):
         `return_hidden_states`: each block's output `[L, B, T, D]`; `return_attention_weights`: each block's
         attention probabilities `[L, B, N, T, T]` (explicit XLA path, whatever the attention_fn).
 
+        `mask` (attention mask, True = attend) and `rope` are the same for every block.
         `num_layers=n` runs only the first n blocks (no work at all for the rest): used for early stopping.
         """
         if num_layers is None:
@@ -381,8 +512,8 @@ class Encoder(nnx.Module):
         if not 1 <= num_layers <= self.num_layers:
             raise ValueError(f"num_layers={num_layers} is out of range: this encoder has 1..{self.num_layers} layers")
 
-        def step(block: Block, x: jax.Array):
-            out = block(x, return_attention_weights=return_attention_weights)
+        def step(block: Block, x: jax.Array, rate, mask, rope):
+            out = block(x, mask=mask, rope=rope, drop_path_rate=rate, return_attention_weights=return_attention_weights)
             return out if return_attention_weights else (out, None)
 
         if self.remat:
@@ -394,26 +525,27 @@ class Encoder(nnx.Module):
 
         if not self.scan_layers:
             outputs, weights = [], []
-            for block in list(self.layers)[:num_layers]:
-                x, w = step(block, x)
+            for block, rate in zip(list(self.layers)[:num_layers], self.drop_path_rates, strict=False):
+                x, w = step(block, x, rate, mask, rope)
                 outputs.append(x)
                 weights.append(w)
             return with_extras(x, jnp.stack(outputs), jnp.stack(weights) if return_attention_weights else None)
 
         extras = return_hidden_states or return_attention_weights
+        rates = jnp.asarray(self.drop_path_rates[:num_layers], jnp.float32)
 
-        @nnx.scan(in_axes=(0, nnx.Carry), out_axes=(nnx.Carry, 0) if extras else nnx.Carry)
-        def run(block: Block, x: jax.Array):
-            y, w = step(block, x)
+        @nnx.scan(in_axes=(0, nnx.Carry, 0, None, None), out_axes=(nnx.Carry, 0) if extras else nnx.Carry)
+        def run(block: Block, x: jax.Array, rate, mask, rope):
+            y, w = step(block, x, rate, mask, rope)
             return (y, (y if return_hidden_states else None, w)) if extras else y
 
         if num_layers == self.num_layers:
-            out = run(self.layers, x)
+            out = run(self.layers, x, rates, mask, rope)
         else:
             graphdef, state = nnx.split(self.layers)
             prefix = nnx.merge(graphdef, jax.tree.map(lambda a: a[:num_layers], state))  # the first n blocks
             before = jax.tree.leaves(nnx.state(prefix, nnx.Not(nnx.Param)))
-            out = run(prefix, x)
+            out = run(prefix, x, rates, mask, rope)
             # Write back what the blocks changed (train-mode dropout rng counters) so randomness keeps advancing.
             changed = nnx.state(prefix, nnx.Not(nnx.Param))
             if any(a is not b for a, b in zip(before, jax.tree.leaves(changed), strict=True)):

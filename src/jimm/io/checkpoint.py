@@ -1,32 +1,29 @@
-"""Checkpoint sources: one interface over single and sharded safetensors and `pytorch_model.bin` files.
+"""Checkpoint sources: one interface over safetensors (single or sharded), `pytorch_model.bin` and `.npz` files.
 
 A source lists its tensors with shapes and dtypes without reading data, then reads one tensor at a time,
-so loaders can validate a checkpoint completely before allocating anything.
+so loaders can validate a checkpoint completely before allocating anything. Every reader refuses to run
+code from a file: safetensors has none, `.bin` goes through `torch.load(weights_only=True)`, `.npz` through
+`np.load(allow_pickle=False)`. A file that cannot be read is a `ValueError` naming it.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .safetensors import SafetensorsFile
 
-SAFETENSORS = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PYTORCH = "pytorch_model.bin"
-PYTORCH_INDEX = "pytorch_model.bin.index.json"
-
 
 class CheckpointSource:
-    """`entries()` -> `{name: (shape, dtype)}`, `read(name)` -> numpy array; a context manager."""
+    """`entries()` -> `{name: (shape, dtype)}`, `read(name, out=None)` -> numpy array; a context manager."""
 
     def entries(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         raise NotImplementedError
 
-    def read(self, name: str) -> np.ndarray:
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        """The tensor `name`; sources that can read straight into `out` (same dtype and size) do so."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -37,6 +34,13 @@ class CheckpointSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _into(array: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return array
+    out.reshape(array.shape)[...] = array
+    return out
 
 
 class SafetensorsSource(CheckpointSource):
@@ -60,8 +64,11 @@ class SafetensorsSource(CheckpointSource):
     def entries(self):
         return {name: (f.shape(name), f.dtype(name)) for name, f in self._owner.items()}
 
-    def read(self, name: str) -> np.ndarray:
-        return self._owner[name].read(name)
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        f = self._owner[name]
+        if out is not None and out.dtype == f.dtype(name) and out.flags.c_contiguous:
+            return f.read(name, out)
+        return _into(f.read(name), out)
 
     def close(self) -> None:
         for f in self._files:
@@ -86,23 +93,32 @@ class TorchBinSource(CheckpointSource):
                 raise ValueError(
                     f"{path} could not be read as a weights-only PyTorch checkpoint ({type(err).__name__}: {err}). "
                     "jimm never unpickles arbitrary objects; convert the file to safetensors if you trust it."
-                ) from err
+                ) from None
             if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
                 raise ValueError(f"{path} does not hold a flat dict of tensors")
-            self._tensors.update(state)
+            for name, tensor in state.items():
+                if name in self._tensors:
+                    raise ValueError(f"tensor {name!r} appears in more than one of {[str(p) for p in paths]}")
+                try:
+                    _torch_to_numpy_dtype(tensor.dtype)
+                except (TypeError, RuntimeError):
+                    raise ValueError(
+                        f"{path}: tensor {name!r} has dtype {tensor.dtype}, which jimm cannot read"
+                    ) from None
+                self._tensors[name] = tensor
 
     def entries(self):
         return {name: (tuple(t.shape), _torch_to_numpy_dtype(t.dtype)) for name, t in self._tensors.items()}
 
-    def read(self, name: str) -> np.ndarray:
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
         import torch
 
         tensor = self._tensors[name].detach()
         if tensor.dtype == torch.bfloat16:
             import ml_dtypes
 
-            return tensor.view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16)
-        return tensor.numpy().copy()
+            return _into(tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16), out)
+        return _into(tensor.numpy(), out)
 
 
 def _import_torch():
@@ -125,30 +141,78 @@ def _torch_to_numpy_dtype(dtype) -> np.dtype:
     return torch.empty((), dtype=dtype).numpy().dtype
 
 
-def shard_paths_from_index(index_path: Path) -> list[Path]:
-    """The shard files an HF `*.index.json` names, each checked to exist inside the index's directory."""
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-        weight_map = index["weight_map"]
-        names = sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{index_path} is not a valid checkpoint index (needs a 'weight_map' object): {err}") from err
-    root = index_path.parent.resolve()
-    paths = []
-    for name in names:
-        path = (root / name).resolve()
-        if not isinstance(name, str) or os.path.isabs(name) or path.parent != root:
-            raise ValueError(f"{index_path} names shard {name!r}, which is outside {root}; refusing to read it")
-        if not path.is_file():
-            raise FileNotFoundError(f"{index_path} names shard {name!r}, but {path} does not exist")
-        paths.append(path)
-    return paths
+class NpzSource(CheckpointSource):
+    """One `.npz` file (vit_jax / big_vision); names are the archive's keys, shapes read from the `.npy` headers."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._entries: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                for info in archive.infolist():
+                    if not info.filename.endswith(".npy"):
+                        continue
+                    with archive.open(info) as f:
+                        version = np.lib.format.read_magic(f)
+                        read_header = (
+                            np.lib.format.read_array_header_1_0
+                            if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0
+                        )
+                        shape, _, dtype = read_header(f)  # the header only, no data
+                    if np.dtype(dtype).hasobject:
+                        raise ValueError(f"member {info.filename} is an object array, which is never unpickled")
+                    self._entries[info.filename[: -len(".npy")]] = (tuple(shape), np.dtype(dtype))
+            self._npz = np.load(self.path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as err:
+            raise ValueError(f"{self.path} is not a readable .npz checkpoint: {err}") from None
+
+    def entries(self):
+        return dict(self._entries)
+
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        try:
+            array = self._npz[name]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{self.path}: array {name!r} could not be read: {err}") from None
+        if array.shape != self._entries[name][0] or array.dtype != self._entries[name][1]:
+            raise ValueError(f"{self.path}: array {name!r} does not match its header")
+        return _into(array, out)
+
+    def close(self) -> None:
+        if hasattr(self, "_npz"):
+            self._npz.close()
+
+
+class PrefixStripped(CheckpointSource):
+    """A view of a source without a common name prefix (big_vision's `params/`, vit_jax's `opt/target/`)."""
+
+    def __init__(self, raw: CheckpointSource, prefix: str):
+        self.raw, self.prefix = raw, prefix
+
+    def entries(self):
+        n = len(self.prefix)
+        return {(k[n:] if k.startswith(self.prefix) else k): v for k, v in self.raw.entries().items()}
+
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        entries = self.raw.entries()
+        return self.raw.read(self.prefix + name if self.prefix + name in entries else name, out=out)
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def open_checkpoint(paths: list[Path]) -> CheckpointSource:
-    """Open weight files of one kind (all safetensors or all `.bin`)."""
-    if all(p.suffix == ".safetensors" for p in paths):
+    """Open weight files of one kind: all safetensors, all `.bin`, or one `.npz`."""
+    suffixes = {p.suffix for p in paths}
+    if suffixes == {".safetensors"}:
         return SafetensorsSource(paths)
-    if all(p.suffix == ".bin" for p in paths):
+    if suffixes == {".bin"}:
         return TorchBinSource(paths)
-    raise ValueError(f"cannot read a mix of checkpoint files: {[str(p) for p in paths]}")
+    if suffixes == {".npz"} and len(paths) == 1:
+        return NpzSource(paths[0])
+    if len(suffixes) > 1:
+        raise ValueError(f"cannot read a mix of checkpoint file kinds: {[str(p) for p in paths]}")
+    raise ValueError(
+        f"{', '.join(str(p) for p in paths)}: not a checkpoint file jimm reads (.safetensors, .bin or one .npz)"
+    )

@@ -1,35 +1,83 @@
 """Resolve a model name to local files: a directory, or a Hugging Face hub repo id through its cache.
 
 Hub access goes through `huggingface_hub`, so its cache, `revision`, `token` and `HF_HUB_OFFLINE=1`
-behave exactly as in transformers.
+behave exactly as in transformers. A directory jimm saved is read through its manifest (`jimm.io.saved`),
+so a folder left by a crash mid-save resolves to exactly one complete save.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from .checkpoint import PYTORCH, PYTORCH_INDEX, SAFETENSORS, SAFETENSORS_INDEX, shard_paths_from_index
+from .saved import saved_files
 
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH = "pytorch_model.bin"
+PYTORCH_INDEX = "pytorch_model.bin.index.json"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "added_tokens.json",
+)
+AUX_FILES = (PREPROCESSOR, *TOKENIZER_FILES)
+"""Files beside the weights that a model folder carries along (copied by `jimm convert`)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedModel:
-    config: Path
+    """A model's files: `config.json`, the weight files, and `file(name)` for any other (tokenizer, ...)."""
+
+    source: str
+    config: Path | None
     weights: list[Path]
-    preprocessor: Path | None
+    lookup: Callable[[str], Path | None] = dataclasses.field(repr=False)
+
+    def file(self, name: str) -> Path | None:
+        return self.lookup(name)
+
+    @property
+    def preprocessor(self) -> Path | None:
+        return self.lookup(PREPROCESSOR)
 
 
-def _weight_candidates(prefer_pytorch: bool) -> list[str]:
+def weight_candidates(prefer_pytorch: bool) -> list[str]:
     safetensors, pytorch = [SAFETENSORS, SAFETENSORS_INDEX], [PYTORCH, PYTORCH_INDEX]
     return pytorch + safetensors if prefer_pytorch else safetensors + pytorch
 
 
-def _weights_from(index_or_file: Path) -> list[Path]:
-    return shard_paths_from_index(index_or_file) if index_or_file.name.endswith(".index.json") else [index_or_file]
+def looks_local(text: str) -> bool:
+    """True for a string that names a path rather than an `owner/name` hub repo id."""
+    return text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "") or "\\" in text
+
+
+def read_index(index_path: Path, lookup: Callable[[str], Path | None]) -> list[Path]:
+    """The shard files an HF `*.index.json` names, each checked to be a plain name that exists."""
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        weight_map = index["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise ValueError(f"{index_path} is not a valid checkpoint index (needs a 'weight_map' object): {err}") from err
+    paths = []
+    for name in names:
+        if not isinstance(name, str) or not name or name != os.path.basename(name) or name in (".", ".."):
+            raise ValueError(f"{index_path} names shard {name!r}, which is not a file beside it; refusing to read it")
+        path = lookup(name)
+        if path is None:
+            raise FileNotFoundError(f"{index_path} names shard {name!r}, which does not exist")
+        paths.append(path)
+    return paths
 
 
 def resolve_model(
@@ -39,34 +87,49 @@ def resolve_model(
     revision: str | None = None,
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
+    need_config: bool = True,
 ) -> ResolvedModel:
-    """Find `config.json`, the weight files and `preprocessor_config.json` (optional) for a model."""
-    path = Path(os.path.expanduser(os.fspath(name_or_path)))
-    if path.is_dir():
-        return _resolve_local(path, prefer_pytorch)
+    """Find `config.json` and the weight files for a model folder or hub repo id."""
     text = os.fspath(name_or_path)
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", ""):
-        raise FileNotFoundError(f"{text} is not a model directory (expected a folder with config.json and weights)")
-    return _resolve_hub(text, prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir)
+    path = Path(os.path.expanduser(text))
+    if path.is_dir():
+        return _resolve_local(path, text, prefer_pytorch, need_config)
+    if path.exists():
+        raise NotADirectoryError(f"{text} is a file; pass the model folder that holds it (config.json and the weights)")
+    if looks_local(text):
+        raise FileNotFoundError(f"{text} does not exist (expected a model folder with config.json and weights)")
+    return _resolve_hub(text, prefer_pytorch, need_config, revision=revision, token=token, cache_dir=cache_dir)
 
 
-def _resolve_local(root: Path, prefer_pytorch: bool) -> ResolvedModel:
-    config = root / CONFIG
-    if not config.is_file():
-        raise FileNotFoundError(f"{root} has no {CONFIG}; it is not a saved Hugging Face model directory")
-    for name in _weight_candidates(prefer_pytorch):
-        if (root / name).is_file():
-            preprocessor = root / PREPROCESSOR
-            return ResolvedModel(config, _weights_from(root / name), preprocessor if preprocessor.is_file() else None)
-    raise FileNotFoundError(f"{root} has no weights: looked for {', '.join(_weight_candidates(prefer_pytorch))}")
+def local_lookup(root: Path) -> Callable[[str], Path | None]:
+    """File lookup in a folder: through jimm's save manifest when there is one, else plain files."""
+    recorded = saved_files(root)
+    if recorded is not None:
+        return recorded.get
+
+    def lookup(name: str) -> Path | None:
+        path = root / name
+        return path if path.is_file() else None
+
+    return lookup
 
 
-def _resolve_hub(repo_id: str, prefer_pytorch: bool, **hub_kwargs) -> ResolvedModel:
-    try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-    except ImportError as err:  # pragma: no cover - a declared dependency
-        raise ImportError("loading from the hub needs huggingface_hub: `pip install huggingface_hub`") from err
+def _resolve_local(root: Path, text: str, prefer_pytorch: bool, need_config: bool) -> ResolvedModel:
+    lookup = local_lookup(root)
+    config = lookup(CONFIG)
+    if config is None and need_config:
+        raise FileNotFoundError(f"{text} has no {CONFIG}; it is not a saved Hugging Face model folder")
+    for name in weight_candidates(prefer_pytorch):
+        found = lookup(name)
+        if found is not None:
+            weights = read_index(found, lookup) if name.endswith(".index.json") else [found]
+            return ResolvedModel(text, config, weights, lookup)
+    raise FileNotFoundError(f"{text} has no weights: looked for {', '.join(weight_candidates(prefer_pytorch))}")
+
+
+def _resolve_hub(repo_id: str, prefer_pytorch: bool, need_config: bool, **hub_kwargs) -> ResolvedModel:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     def download(filename: str) -> Path | None:
         try:
@@ -77,25 +140,17 @@ def _resolve_hub(repo_id: str, prefer_pytorch: bool, **hub_kwargs) -> ResolvedMo
     try:
         config = download(CONFIG)
     except Exception as err:
-        raise OSError(f"could not resolve {repo_id!r} as a local directory or hub repo: {err}") from err
-    if config is None:
+        raise OSError(f"could not resolve {repo_id!r} as a local folder or hub repo: {err}") from err
+    if config is None and need_config:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         hint = " (HF_HUB_OFFLINE is set and it is not in the cache)" if offline else ""
         raise FileNotFoundError(f"hub repo {repo_id!r} has no {CONFIG}{hint}")
-    for name in _weight_candidates(prefer_pytorch):
+    for name in weight_candidates(prefer_pytorch):
         found = download(name)
         if found is None:
             continue
-        if name.endswith(".index.json"):
-            import json
-
-            shards = sorted(set(json.loads(found.read_text(encoding="utf-8")).get("weight_map", {}).values()))
-            for shard in shards:
-                if download(shard) is None:
-                    raise FileNotFoundError(
-                        f"hub repo {repo_id!r}: index {name} names shard {shard!r}, which is missing"
-                    )
-        return ResolvedModel(config, _weights_from(found), download(PREPROCESSOR))
+        weights = read_index(found, download) if name.endswith(".index.json") else [found]
+        return ResolvedModel(repo_id, config, weights, download)
     raise FileNotFoundError(
-        f"hub repo {repo_id!r} has no weights: looked for {', '.join(_weight_candidates(prefer_pytorch))}"
+        f"hub repo {repo_id!r} has no weights: looked for {', '.join(weight_candidates(prefer_pytorch))}"
     )

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from ...common.transformer import ACTIVATIONS
+from ...common.vision import VisionTowerConfig
 
 # HF fields that describe bookkeeping, training-only init or heads we do not build: accepted, not used.
 IGNORED_HF_KEYS = frozenset(
@@ -192,6 +193,33 @@ class ViTConfig:
 
     def replace(self, **changes: Any) -> ViTConfig:
         return dataclasses.replace(self, **changes)
+
+    def tower(self) -> VisionTowerConfig:
+        """The shared vision tower this config describes."""
+        return VisionTowerConfig(
+            hidden_size=self.hidden_size,
+            num_layers=self.num_hidden_layers,
+            num_heads=self.num_attention_heads,
+            mlp_dim=self.intermediate_size,
+            act=self.hidden_act,
+            eps=self.layer_norm_eps,
+            image_size=self.image_hw,
+            patch_size=self.patch_hw,
+            num_channels=self.num_channels,
+            qkv_bias=(self.qkv_bias,) * 3,
+            class_token=self.class_token,
+            distilled=self.distilled,
+            num_register_tokens=self.num_register_tokens,
+            pos_embed_prefix="none" if self.no_embed_class else "all",
+            pos_resample="bicubic_antialias" if self.pos_embed_antialias else "bicubic",
+            fc_norm=self.fc_norm,
+            global_pool=self.global_pool,
+            layer_scale_init_value=self.layer_scale_init_value,
+            qk_norm=self.qk_norm,
+            dropout=self.hidden_dropout_prob,
+            attention_dropout=self.attention_probs_dropout_prob,
+            drop_path_rate=self.drop_path_rate,
+        )
 
     @classmethod
     def from_hf_dict(cls, config: dict[str, Any]) -> ViTConfig:

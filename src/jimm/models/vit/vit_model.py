@@ -10,7 +10,7 @@ Train/eval mode: a freshly built or loaded model is in eval mode (dropout off, d
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
@@ -20,11 +20,11 @@ from jaxtyping import Array, Float
 
 from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding, shard, with_sharding
 from ...common.transformer import default_kernel_init, einsum
-from .backbone import VisionTransformerBase, param_shapes
+from ...common.vision import VisionFeatures, VisionTower
 from .config import ViTConfig
 
 
-class VisionTransformer(nnx.Module):
+class VisionTransformer(VisionFeatures, nnx.Module):
     """Vision Transformer (ViT) for image classification, numerically equal to HF `ViTForImageClassification`.
 
     "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale" (Dosovitskiy et al., 2021).
@@ -112,13 +112,14 @@ class VisionTransformer(nnx.Module):
         if rngs is None:
             rngs = nnx.Rngs(0)
         sharding = resolve_sharding(sharding)
-        sharding.check_shapes(param_shapes(config))
+        tower = config.tower()
+        sharding.check_shapes(tower.param_shapes(config.num_labels))
         self.config = config
         self.do_classification = do_classification
         self.preprocessor_json: str | None = None  # the checkpoint's preprocessor_config.json, kept for saving
         self.dtype = dtype
-        self.encoder = VisionTransformerBase(
-            config,
+        self.encoder = VisionTower(
+            tower,
             attention_fn=attention_fn,
             use_gradient_checkpointing=use_gradient_checkpointing,
             remat_policy=remat_policy,
@@ -149,9 +150,9 @@ class VisionTransformer(nnx.Module):
     def num_classes(self) -> int:
         return self.config.num_labels
 
-    def forward_features(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:
-        """All tokens after the final LayerNorm, `[B, T, D]` (class token first)."""
-        return self.encoder.forward_features(x)
+    @property
+    def vision_tower(self) -> VisionTower:
+        return self.encoder
 
     def forward_head(self, features: Float[Array, "B T D"], pre_logits: bool = False) -> Float[Array, "B C"]:
         """Pool (by `config.global_pool`) and apply the classifier; `pre_logits=True` returns the pooled vector."""
@@ -167,53 +168,6 @@ class VisionTransformer(nnx.Module):
     def _linear(self, layer: nnx.Linear, x: Float[Array, "B D"]) -> Float[Array, "B C"]:
         logits = einsum("BD,DC->BC", x, layer.kernel[...].astype(self.dtype), self.logits_spec)
         return logits + layer.bias[...].astype(self.dtype)
-
-    def forward_intermediates(
-        self,
-        x: Float[Array, "B height width C"],
-        indices: int | Sequence[int] | None = None,
-        *,
-        norm: bool = False,
-        output_fmt: str = "NHWC",
-        stop_early: bool = True,
-        intermediates_only: bool = False,
-        return_prefix_tokens: bool = False,
-    ):
-        """Outputs of chosen blocks, for dense tasks and probing (timm's `forward_intermediates`).
-
-        Args:
-            x: NHWC images of any size divisible by the patch size.
-            indices: None for every block, an int n for the last n blocks, or a list of block indices
-                (negative counts from the end). Block i's output is HF `output_hidden_states[i + 1]`.
-            norm: Apply the final LayerNorm to each intermediate.
-            output_fmt: "NHWC" for spatial maps `[B, h, w, D]`, "NLC" for patch tokens `[B, h*w, D]`; the prefix
-                (class, distillation, register) tokens are removed from both.
-            stop_early: Run only the blocks up to the last one requested (no work on the rest).
-            intermediates_only: Return only the list of intermediates.
-            return_prefix_tokens: Return `(spatial, prefix_tokens [B, prefix, D])` pairs instead.
-
-        Returns:
-            `(final_tokens, intermediates)`, where `final_tokens` is the final-normed output of the last block
-            run (the full `forward_features` when `stop_early=False`); or the intermediates alone.
-        """
-        return self.encoder.forward_intermediates(
-            x,
-            indices,
-            norm=norm,
-            output_fmt=output_fmt,
-            stop_early=stop_early,
-            intermediates_only=intermediates_only,
-            return_prefix_tokens=return_prefix_tokens,
-        )
-
-    def attention_maps(self, x: Float[Array, "B height width C"]) -> Float[Array, "L B N T T"]:
-        """Attention probabilities of every block, one array `[L, B, N, T, T]` (layer, batch, head, query, key).
-
-        `maps[i]` equals transformers' `outputs.attentions[i]` (`output_attentions=True`). Always computed through
-        the explicit XLA path whatever `attention_fn` the model uses (kernels never expose the probabilities), so
-        it costs `L * B * N * T * T` memory; call it in eval mode. Class token first on the T axes.
-        """
-        return self.encoder.attention_maps(x)
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B C"]:
         """Logits `[B, num_classes]`, or the pooled class token `[B, D]` when `do_classification=False`."""
@@ -303,7 +257,7 @@ class VisionTransformer(nnx.Module):
         Returns:
             The model, in eval mode.
         """
-        from .params import load_pretrained
+        from .pretrained import load_pretrained
 
         return load_pretrained(
             cls,
@@ -340,12 +294,16 @@ class VisionTransformer(nnx.Module):
         config = config_for(variant, **{k: v for k, v in kwargs.items() if k in fields})
         return cls.from_config(config, rngs=rngs, **{k: v for k, v in kwargs.items() if k not in fields})
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, max_shard_size: int | str = "5GB") -> None:
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *, max_shard_size: int | str = "5GB", overwrite: bool = False
+    ) -> None:
         """Write `config.json`, `model.safetensors` (sharded past `max_shard_size`) and `preprocessor_config.json`.
 
         The output loads in transformers' `ViTForImageClassification.from_pretrained` (or `ViTModel` when
-        headless) with no missing or unexpected keys. Each file is replaced atomically after all are written.
+        headless) with no missing or unexpected keys. The save is atomic as a whole: after a crash at any
+        point the folder loads as the old save or the new one (see `docs/safety.md`). Files of the same names
+        that jimm did not write are an error unless `overwrite=True`; other files in the folder stay.
         """
-        from .params import save_pretrained
+        from .pretrained import save_pretrained
 
-        save_pretrained(self, save_directory, max_shard_size=max_shard_size)
+        save_pretrained(self, save_directory, max_shard_size=max_shard_size, overwrite=overwrite)

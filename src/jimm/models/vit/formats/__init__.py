@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 import jax
 import numpy as np
 
+from ....common.resample import resample_pos_embed
 from ....io.checkpoint import CheckpointSource
-from ..pos_embed import resample_pos_embed
 
 Convert = Callable[..., tuple[np.ndarray, ...]]
 
@@ -96,9 +96,13 @@ class ConvertedSource(CheckpointSource):
     def entries(self):
         return dict(self._entries)
 
-    def read(self, name: str) -> np.ndarray:
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
         rule, k = self._where[name]
-        return np.ascontiguousarray(rule.to_hf(*(self._read(n) for n in rule.sources))[k])
+        array = np.ascontiguousarray(rule.to_hf(*(self._read(n) for n in rule.sources))[k])
+        if out is None:
+            return array
+        out.reshape(array.shape)[...] = array
+        return out
 
     def _read(self, name: str) -> np.ndarray:
         # A few recent tensors stay cached: scanned layouts hold every layer in one tensor, and q/k/v alternate.
@@ -127,18 +131,22 @@ class ResampledPosEmbed(CheckpointSource):
             entries[self.name] = ((one, self.num_prefix_tokens + self.new_hw[0] * self.new_hw[1], d), dtype)
         return entries
 
-    def read(self, name: str) -> np.ndarray:
-        array = self.raw.read(name)
+    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
         if name != self.name:
-            return array
-        out = resample_pos_embed(
+            return self.raw.read(name, out=out)
+        array = self.raw.read(name)
+        resampled = resample_pos_embed(
             np.asarray(array, np.float32),
             self.old_hw,
             self.new_hw,
             num_prefix_tokens=self.num_prefix_tokens,
             antialias=self.antialias,
         )
-        return np.asarray(out).astype(array.dtype)
+        resampled = np.asarray(resampled).astype(array.dtype)
+        if out is None:
+            return resampled
+        out.reshape(resampled.shape)[...] = resampled
+        return out
 
     def close(self) -> None:
         self.raw.close()

@@ -12,9 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from ....io.checkpoint import PYTORCH, SAFETENSORS, CheckpointSource, open_checkpoint
-from ....io.npz import NpzSource, PrefixStripped
-from ....io.resolve import CONFIG, resolve_model
+from ....io.checkpoint import CheckpointSource, PrefixStripped, open_checkpoint
+from ....io.resolve import CONFIG, PYTORCH, SAFETENSORS, resolve_model
 from ..config import ViTConfig
 from . import ConvertedSource
 from . import big_vision as bv
@@ -48,12 +47,6 @@ def _as_config(config: ViTConfig | str | None) -> ViTConfig | None:
 
         return config_for(config)
     raise TypeError(f"config must be a ViTConfig or a variant name like 'B/16', got {type(config).__name__}")
-
-
-def _open_weights(paths: list[Path]) -> CheckpointSource:
-    if len(paths) == 1 and paths[0].suffix == ".npz":
-        return NpzSource(paths[0])
-    return open_checkpoint(paths)
 
 
 def _is_hf_config(path: Path) -> bool:
@@ -99,7 +92,7 @@ def open_model(
         name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
     )
     config = _as_config(config)
-    raw = _open_weights(weights)
+    raw = open_checkpoint(weights)
     try:
         fmt = detect_format(raw.entries())
         if fmt == "hf":

@@ -14,9 +14,9 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
-from ...common.attention import xla_attention
-from ...common.sharding import ShardingSpec
-from ...common.transformer import MLP, LayerNorm, default_kernel_init
+from .attention import xla_attention
+from .sharding import ShardingSpec
+from .transformer import MLP, LayerNorm, default_kernel_init
 
 
 class MAPHead(nnx.Module):

@@ -1,0 +1,114 @@
+"""What every family's `from_pretrained` shares: the classifier-head policy and the strict streaming load.
+
+A family opens its checkpoint (names normalised to its canonical table), reads its config, and calls
+`load_model` with its name table and a builder; this module checks the tensors, builds the model
+abstractly, streams the tensors in, and fills what the checkpoint does not hold (dropout RNG streams, a
+new head) without compiling a constructor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from ..io.state import (
+    Slot,
+    abstract_model,
+    assemble,
+    check_tensors,
+    for_layout,
+    fresh_rng_state,
+    place_on_mesh,
+    read_params,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def decide_head(
+    config,
+    stored_classes: int | None,
+    *,
+    num_classes: int | None,
+    id2label: dict[int, str] | None,
+    do_classification: bool | None,
+    source: str,
+):
+    """`(config, do_classification, head_from_checkpoint)` for the requested head, said out loud when replaced.
+
+    `config` is a family config with `num_labels` / `id2label`; `stored_classes` is the checkpoint head's
+    class count (None when it has no head).
+    """
+    if id2label is not None:
+        id2label = {int(k): str(v) for k, v in id2label.items()}
+        if num_classes is not None and num_classes != len(id2label):
+            raise ValueError(f"num_classes={num_classes} disagrees with the {len(id2label)} entries of id2label")
+        num_classes = len(id2label)
+    wants_new_head = num_classes is not None
+    if do_classification is None:
+        do_classification = stored_classes is not None or wants_new_head
+        if not do_classification:
+            logger.info("%s has no classifier head: returning a feature model (do_classification=False)", source)
+    if not do_classification:
+        if stored_classes is not None:
+            logger.info("%s: classifier head not loaded (do_classification=False)", source)
+        return config, False, False
+    if stored_classes is None and not wants_new_head:
+        raise ValueError(
+            f"{source} has no classifier head; pass num_classes=... (or id2label=...) to add a new one, "
+            "or do_classification=False for features"
+        )
+    if wants_new_head and num_classes != stored_classes:
+        logger.warning(
+            "%s: replacing the classifier head (%s -> %d classes) with a new randomly initialised one",
+            source,
+            "none" if stored_classes is None else stored_classes,
+            num_classes,
+        )
+        return config.replace(num_labels=num_classes, id2label=id2label), True, False
+    if id2label is not None:
+        config = config.replace(id2label=id2label)
+    return config, True, True
+
+
+def fresh_params_of(module: nnx.Module, prefix: tuple[str, ...]) -> dict[tuple, np.ndarray]:
+    """`{path: value}` of a small, eagerly built module's parameters, re-homed under `prefix` (a new head)."""
+    return {(*prefix, *path): v.get_value() for path, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
+
+
+def load_model(
+    build: Callable[..., nnx.Module],
+    build_kwargs: dict[str, Any],
+    table: Sequence[Slot],
+    checkpoint,
+    *,
+    source: str,
+    layers: Sequence[tuple[str, ...]],
+    rngs: nnx.Rngs | None,
+    ignored: Iterable[str] = (),
+    fresh_params: Callable[[nnx.Rngs], dict[tuple, Any]] | None = None,
+    hint: str = "",
+) -> nnx.Module:
+    """Strictly load `checkpoint` (canonical names) into `build(rngs=..., **build_kwargs)`.
+
+    Every tensor of `table` must be present with its shape and a float dtype, and every tensor of the
+    checkpoint must be in `table` or `ignored`: one error lists all problems, before anything is allocated.
+    Parameters the table does not fill come from `fresh_params(rngs)` (e.g. a new classifier head).
+    """
+    check_tensors(table, checkpoint.entries(), source=source, ignored=ignored, hint=hint)
+    graphdef, variables = abstract_model(build, **build_kwargs)
+    table = for_layout(table, variables, layers)
+    filled = read_params(checkpoint, table, variables)
+    rngs = rngs if rngs is not None else nnx.Rngs(0)
+    if fresh_params is not None:
+        for path, value in fresh_params(rngs).items():
+            filled[path] = variables[path].replace(value=place_on_mesh(np.asarray(value), variables[path]))
+    filled.update(fresh_rng_state(variables, rngs))
+    return assemble(graphdef, variables, filled)
+
+
+__all__ = ["decide_head", "fresh_params_of", "load_model"]
