@@ -271,8 +271,43 @@ def test_missing_and_unreadable_files(folders, tmp_path):
     with pytest.raises(ValueError, match="tokenizer_config.json is not valid JSON"):
         Tokenizer.from_pretrained(folder)
 
+    folder = shutil.copytree(paths["siglip2"], tmp_path / "bad_pad")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "pad_token": "<nope>"}))
+    with pytest.raises(
+        ValueError, match=r"pad token '<nope>' of .*bad_pad is not in its vocabulary \(tokenizer.json\)"
+    ):
+        Tokenizer.from_pretrained(folder)
+
     folder = shutil.copytree(paths["siglip2"], tmp_path / "unknown")
     (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "T5Tokenizer"}')
     with pytest.raises(ValueError, match=r"cannot tell which tokenizer family .* pass family="):
         Tokenizer.from_pretrained(folder)
     assert Tokenizer.from_pretrained(folder, family="siglip2").family == "siglip2"
+
+
+@pytest.mark.parametrize("single", ["$A <eos>", "<bos> $A"])
+def test_siglip2_special_tokens_from_tokenizer_json(folders, tmp_path, caplog, single):
+    """transformers 5.24 ignores add_bos_token / add_eos_token when a tokenizer.json exists: its post-processor
+    decides. So do we, with a warning when that differs from SigLIP 2 training (no BOS, EOS last)."""
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import processors
+    from transformers import Siglip2Tokenizer
+
+    paths, _ = folders
+    folder = shutil.copytree(paths["siglip2"], tmp_path / "siglip2")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
+    rust = RustTokenizer.from_file(str(folder / "tokenizer.json"))
+    rust.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<bos>", 2), ("<eos>", 1)])
+    rust.save(str(folder / "tokenizer.json"))
+    with caplog.at_level(logging.WARNING, logger="jimm.text.tokenizer"):
+        tok = Tokenizer.from_pretrained(folder)
+    messages = [r.getMessage() for r in caplog.records]
+    out = tok([*PROMPTS, LONG], max_length=12)["input_ids"]
+    np.testing.assert_array_equal(out, hf_ids(Siglip2Tokenizer.from_pretrained(folder), [*PROMPTS, LONG], 12)[0])
+    trained = single == "$A <eos>"
+    assert (tok.add_bos, tok.add_eos) == (not trained, trained)
+    assert (out[-1, -1] == tok.eos_id) == trained and (out[:, 0] == tok.bos_id).all() == (not trained)
+    assert len(messages) == (0 if trained else 1)
+    assert trained or "puts [2] before and [] after each text, but siglip2 text towers" in messages[0]

@@ -32,11 +32,20 @@ class TokenizersEncoder:
             tokenizer.normalizer = (
                 normalizers.Lowercase() if inner is None else normalizers.Sequence([normalizers.Lowercase(), inner])
             )
-        self._tokenizer = tokenizer
+        self._tokenizer, self._path = tokenizer, path
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
 
     def token_id(self, token: str) -> int | None:
         return self._tokenizer.token_to_id(token)
+
+    def affixes(self) -> tuple[list[int], list[int]]:
+        """The ids the file's post-processor puts before and after a single text (none without one)."""
+        plain = self._tokenizer.encode("a", add_special_tokens=False).ids
+        full = self._tokenizer.encode("a", add_special_tokens=True).ids
+        for i in range(len(full) - len(plain) + 1):
+            if full[i : i + len(plain)] == plain:
+                return full[:i], full[i + len(plain) :]
+        raise ValueError(f"the post-processor of {self._path} does not keep the text's tokens together: {full}")
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         # Added tokens written in the text (say "<|endoftext|>") still map to their ids, as in transformers.

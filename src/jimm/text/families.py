@@ -33,8 +33,12 @@ class Family:
     eos: str
     pad: str
     unk: str
-    add_bos: bool
+    add_bos: bool  # BOS first and EOS last, as the text towers were trained
     add_eos: bool
+    # The tokenizer.json post-processor decides BOS/EOS instead (a warning says when it differs from the above):
+    # transformers drops the config's add_bos_token / add_eos_token whenever a tokenizer.json exists.
+    # CLIPTokenizer is the exception: it forces BOS/EOS whatever the file says.
+    affixes_from_file: bool = False
     lowercase: bool = False  # put Lowercase before the tokenizer.json normalizer (transformers' Siglip2Tokenizer)
     eos_if_absent: bool = False  # SiglipTokenizer adds no second EOS when the ids already end with one
 
@@ -73,6 +77,7 @@ SIGLIP2 = Family(
     unk="<unk>",
     add_bos=False,
     add_eos=True,
+    affixes_from_file=True,
     lowercase=True,
 )
 FAMILIES = {f.name: f for f in (CLIP, SIGLIP, SIGLIP2)}

@@ -1,8 +1,10 @@
 """`Tokenizer`: text to fixed-shape int32 `input_ids` for CLIP, SigLIP and SigLIP 2 text towers.
 
 The ids equal transformers' tokenizers on the same files (`CLIPTokenizer`, `SiglipTokenizer`,
-`Siglip2Tokenizer`) with `padding="max_length", truncation=True`, and padding is always on the right. Two choices
-follow big_vision rather than one transformers code path:
+`Siglip2Tokenizer`) with `padding="max_length", truncation=True`, and padding is always on the right. As in
+transformers 5.24, SigLIP 2's BOS/EOS come from the tokenizer.json post-processor (the config's `add_bos_token` /
+`add_eos_token` are ignored when a tokenizer.json exists); a warning says when that differs from training (no BOS,
+EOS last). Two choices follow big_vision rather than one transformers code path:
 
 * SigLIP 2 text is always lowercased, as it was in training. transformers' `Siglip2Tokenizer` does this, but
   `AutoTokenizer` picks it only for NaFlex (`model_type: siglip2`) repos; for the fixed-resolution ones
@@ -44,6 +46,34 @@ def _open_encoder(folder: Path, family: Family, tokens: dict, tokenizer_config: 
     )
 
 
+def _special_ids(encoder, tokens: dict[str, str | None], source: Path, family: Family) -> dict[str, int | None]:
+    ids = {}
+    for key, token in tokens.items():
+        ids[key] = None if token is None else encoder.token_id(token)
+        if token is not None and ids[key] is None and key != "bos":  # an unused BOS may be missing
+            raise ValueError(f"{key} token {token!r} of {source} is not in its vocabulary ({family.vocab_file})")
+    return ids
+
+
+def _affixes(encoder, family: Family, ids: dict, source: Path) -> tuple[list[int], list[int]]:
+    """The ids put before and after each text: the family's rule, or the tokenizer.json post-processor's."""
+    trained = [ids["bos"]] if family.add_bos else [], [ids["eos"]] if family.add_eos else []
+    if not family.affixes_from_file:
+        return trained
+    affixes = encoder.affixes()
+    if affixes != trained:
+        logger.warning(
+            "%s: the post-processor in %s puts %s before and %s after each text, but %s text towers were trained "
+            "with %s and %s; following the file, as transformers does",
+            source,
+            family.vocab_file,
+            *affixes,
+            family.name,
+            *trained,
+        )
+    return affixes
+
+
 class Tokenizer:
     """Tokenizer for CLIP, SigLIP and SigLIP 2 text towers, read from a local folder.
 
@@ -51,28 +81,37 @@ class Tokenizer:
     on request), padded to `max_length` by default so a jitted text tower compiles once.
 
     Attributes: `family` ("clip", "siglip", "siglip2"), `max_length`, `pad_id`, `eos_id`, `bos_id` (None when the
-    vocabulary has no BOS; SigLIP 2 has one but never prepends it), `unk_id`, `vocab_size`, `add_bos`, `add_eos`,
-    `source` (the folder) and `files` (the tokenizer files found there, which `save` copies).
+    vocabulary has no BOS; SigLIP 2 has one but does not prepend it), `unk_id`, `vocab_size`, `add_bos` and
+    `add_eos` (whether each text gets them), `source` (the folder) and `files` (the tokenizer files found there,
+    which `save` copies).
     """
 
-    def __init__(self, encoder, *, family: Family, tokens: dict, add_bos: bool, add_eos: bool, max_length: int,
-                 source: Path, files: tuple[Path, ...]):  # fmt: skip
-        ids = {}
-        for key, token in tokens.items():
-            ids[key] = None if token is None else encoder.token_id(token)
-            if token is not None and ids[key] is None and (key != "bos" or add_bos):
-                raise ValueError(f"{key} token {token!r} of {source} is not in its vocabulary ({family.vocab_file})")
-        self._encoder = encoder
-        self._family = family
+    def __init__(
+        self,
+        encoder: TokenizersEncoder | SentencePieceEncoder,
+        *,
+        family: Family,
+        ids: dict[str, int | None],
+        prefix: list[int],
+        suffix: list[int],
+        max_length: int,
+        source: Path,
+        files: tuple[Path, ...],
+    ):
+        """Use `from_pretrained`; this takes an opened encoder, the special token ids and the ids put before
+        (`prefix`) and after (`suffix`) each text."""
+        self._encoder, self._family = encoder, family
+        self._prefix, self._suffix = list(prefix), list(suffix)
         self.family: str = family.name
         self.bos_id: int | None = ids["bos"]
         self.eos_id: int = ids["eos"]
         self.pad_id: int = ids["pad"]
-        self.unk_id: int | None = ids["unk"]
-        self.add_bos, self.add_eos = add_bos, add_eos
+        self.unk_id: int = ids["unk"]
+        self.add_bos = self.bos_id is not None and self.bos_id in self._prefix
+        self.add_eos = self.eos_id in self._suffix
         self.vocab_size: int = encoder.vocab_size
         self.source, self.files = source, files
-        self._num_special = int(add_bos) + int(add_eos)
+        self._num_special = len(self._prefix) + len(self._suffix)
         self.max_length: int = self._check_length(max_length)
         self._warned_truncation = False
 
@@ -110,19 +149,17 @@ class Tokenizer:
         tokens = families.special_tokens(
             rules, tokenizer_config, families.read_json(folder / families.SPECIAL_TOKENS_MAP)
         )
-        add_bos, add_eos = rules.add_bos, rules.add_eos
-        if rules is families.SIGLIP2:  # Gemma tokenizers take these two flags from the config
-            add_bos = bool(tokenizer_config.get("add_bos_token", add_bos))
-            add_eos = bool(tokenizer_config.get("add_eos_token", add_eos))
         encoder = _open_encoder(folder, rules, tokens, tokenizer_config)
+        ids = _special_ids(encoder, tokens, folder, rules)
+        prefix, suffix = _affixes(encoder, rules, ids, folder)
         if max_length is None:
             max_length = families.default_max_length(rules, tokenizer_config, model_config)
         return cls(
             encoder,
             family=rules,
-            tokens=tokens,
-            add_bos=add_bos,
-            add_eos=add_eos,
+            ids=ids,
+            prefix=prefix,
+            suffix=suffix,
             max_length=max_length,
             source=folder,
             files=tuple(folder / name for name in families.TOKENIZER_FILES if (folder / name).is_file()),
@@ -144,7 +181,7 @@ class Tokenizer:
         padding: Literal["max_length", "longest"] = "max_length",
         return_attention_mask: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Tokenize, truncate (keeping the EOS last) and right-pad.
+        """Tokenize, truncate (keeping BOS/EOS) and right-pad.
 
         Returns:
             {"input_ids": int32 [B, L]} and, when `return_attention_mask`, "attention_mask": int32 [B, L] with 1 on
@@ -170,7 +207,7 @@ class Tokenizer:
             self._warned_truncation = True
             logger.warning(
                 "%d of %d texts are longer than max_length=%d tokens (the longest has %d) and were truncated, "
-                "keeping the EOS last; this tokenizer warns once",
+                "keeping the special tokens; this tokenizer warns once",
                 len(too_long),
                 len(texts),
                 length,
@@ -186,10 +223,9 @@ class Tokenizer:
         return {"input_ids": input_ids, "attention_mask": mask} if return_attention_mask else {"input_ids": input_ids}
 
     def _with_special(self, ids: list[int]) -> list[int]:
-        head = [self.bos_id] if self.add_bos else []
-        eos_present = self._family.eos_if_absent and ids and ids[-1] == self.eos_id
-        tail = [self.eos_id] if self.add_eos and not eos_present else []
-        return head + ids + tail
+        if self._family.eos_if_absent and ids and ids[-1] == self.eos_id:
+            return self._prefix + ids
+        return self._prefix + ids + self._suffix
 
     def save(self, directory: str | os.PathLike) -> list[Path]:
         """Copy the tokenizer files into `directory` (created if needed), so a saved model keeps its tokenizer.
