@@ -1,13 +1,13 @@
-"""Image preprocessing equal to transformers' image processors (ViT, BiT/DINOv2, CLIP, SigLIP, DINOv3).
+"""Image preprocessing equal to transformers' image processors (ViT, DeiT, BiT/DINOv2, CLIP, SigLIP, DINOv3).
 
 Numpy and Pillow only (no torch). The processor is the one a checkpoint's `preprocessor_config.json` names
 (`image_processor_type`); each type is transformers' class defaults plus the file's fields. transformers 5
 runs two different pipelines for them, and each is reproduced step for step, in its order and dtypes:
 
-- Pillow (`ViTImageProcessor`, `BitImageProcessor`, `CLIPImageProcessor`, `SiglipImageProcessor`; what
-  transformers runs without torchvision): resize the uint8 image with Pillow's filter, centre-crop (zero
-  padding split with the larger half first), `x * rescale_factor` in float64 cast to float32, then
-  `(x - mean) / std` in float32.
+- Pillow (`ViTImageProcessor`, `DeiTImageProcessor`, `BitImageProcessor`, `CLIPImageProcessor`,
+  `SiglipImageProcessor`; what transformers runs without torchvision): resize the uint8 image with
+  Pillow's filter, centre-crop (zero padding split with the larger half first), `x * rescale_factor` in
+  float64 cast to float32, then `(x - mean) / std` in float32.
 - torch (`DINOv3ViTImageProcessor[Fast]`, which transformers only has as a torchvision processor):
   `x * rescale_factor` in float32 first, then torch's antialiased resize in float32 (bilinear or bicubic
   with PIL's a = -0.5 filter, widened by the scale when downsampling; nearest-exact for resample 0), a
@@ -61,6 +61,9 @@ _CLIP_LIKE = {
 }
 KINDS: dict[str, _Kind] = {
     "ViTImageProcessor": _Kind(torch=False, crops=False, shortest_edge=False, int_size_is_square=True, defaults={}),
+    "DeiTImageProcessor": _Kind(
+        False, True, False, True, {"size": (256, 256), "resample": 3, "do_center_crop": True, "crop_size": (224, 224)}
+    ),
     "BitImageProcessor": _Kind(False, True, True, False, _CLIP_LIKE),  # DINOv2's
     "CLIPImageProcessor": _Kind(False, True, True, False, _CLIP_LIKE),
     "SiglipImageProcessor": _Kind(False, False, False, False, {"resample": 3, "do_convert_rgb": True}),
@@ -71,7 +74,7 @@ KINDS: dict[str, _Kind] = {
 # Checkpoint model_type -> processor, as transformers' AutoImageProcessor maps them (for models without a file).
 MODEL_TYPE_PROCESSORS = {
     "vit": "ViTImageProcessor",
-    "deit": "ViTImageProcessor",
+    "deit": "DeiTImageProcessor",
     "dinov2": "BitImageProcessor",
     "dinov2_with_registers": "BitImageProcessor",
     "dinov3_vit": "DINOv3ViTImageProcessor",
@@ -211,7 +214,7 @@ class ImageProcessorConfig:
     @classmethod
     def for_model(cls, model) -> ImageProcessorConfig:
         """The model's own preprocessor config (kept from its checkpoint), else its family's class defaults
-        at its image size (a shortest-edge family resizes to the longer side, then crops to `image_hw`)."""
+        at its image size (a cropping family resizes to cover `image_hw`, then crops to it)."""
         text = getattr(model, "preprocessor_json", None)
         if text:
             return cls.from_json(text)
@@ -222,10 +225,10 @@ class ImageProcessorConfig:
                 "give the model a preprocessor_config.json (model.preprocessor_json)"
             )
         name = MODEL_TYPE_PROCESSORS[model_type]
-        h, w = model.config.image_hw
-        if KINDS[name].defaults.get("do_center_crop"):
-            return cls.defaults(name, size=max(h, w), crop_size=(h, w))
-        return cls.defaults(name, size=(h, w))
+        kind, (h, w) = KINDS[name], model.config.image_hw
+        if not kind.defaults.get("do_center_crop"):
+            return cls.defaults(name, size=(h, w))
+        return cls.defaults(name, size=max(h, w) if kind.shortest_edge else (h, w), crop_size=(h, w))
 
     def to_dict(self) -> dict[str, Any]:
         """A `preprocessor_config.json` that transformers loads into the same class and settings."""
