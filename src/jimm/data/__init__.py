@@ -1,8 +1,15 @@
-"""Data for jimm: ViTImageProcessor-equal preprocessing, image loading, datasets and grain loaders."""
+"""Data for jimm: transformers-equal image preprocessing, image loading, datasets and grain loaders."""
 
 from .datasets import ArraySplit, DatasetError, FileSplit, digits, image_folder, load_dataset
 from .loader import Augment, eval_batches, train_dataset
-from .preprocess import ImageProcessorConfig, ImageReadError, load_image, preprocess, preprocess_files
+from .preprocess import (
+    ImageProcessorConfig,
+    ImageReadError,
+    load_image,
+    preprocess,
+    preprocess_files,
+    preprocess_images,
+)
 
 __all__ = [
     "ArraySplit",
@@ -18,5 +25,6 @@ __all__ = [
     "load_image",
     "preprocess",
     "preprocess_files",
+    "preprocess_images",
     "train_dataset",
 ]
