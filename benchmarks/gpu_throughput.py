@@ -235,20 +235,21 @@ def jimm_child(task: dict, emit: Callable[[dict], None]) -> None:
 
     gd, state = graphdef("xla", "inference")[0], box[0][0]
     classes = jax.eval_shape(lambda s, x: nnx.merge(gd, s)(x), state, jnp.zeros((1, h, w, 3), jnp.bfloat16)).shape[-1]
-    flops: dict[tuple, float | None] = {}
+    per_image: dict[str, float | None] = {}
 
     def xla_flops(mode: str, batch: int) -> float | None:
-        """XLA's count for the unrolled stack (it counts a scanned stack's loop body once), lowered abstractly."""
-        if (mode, batch) not in flops:
+        """XLA's count for the unrolled stack (it counts a scanned stack's loop body once), lowered abstractly at
+        the first batch that runs, per image; FLOPs are linear in the batch but for the optimizer's few per step."""
+        if mode not in per_image:
             gd, abstract = graphdef("xla", mode, scan=False)
             try:
                 cost = lower(mode, gd, abstract, jax.eval_shape(lambda: inputs(mode, batch))).cost_analysis()
                 cost = cost[0] if isinstance(cost, list | tuple) else cost
-                flops[mode, batch] = float(cost["flops"]) if cost and cost.get("flops", 0) > 0 else None
+                per_image[mode] = float(cost["flops"]) / batch if cost and cost.get("flops", 0) > 0 else None
             except Exception as err:  # the analytic count is still printed; MFU says "-"
                 print(f"XLA cost analysis failed: {err}", file=sys.stderr)
-                flops[mode, batch] = None
-        return flops[mode, batch]
+                per_image[mode] = None
+        return per_image[mode] * batch if per_image[mode] else None
 
     plans: dict[tuple, tuple[int, int, int]] = {}
 
@@ -364,14 +365,14 @@ def torch_child(task: dict, emit: Callable[[dict], None]) -> None:
             run(1)  # torch.compile compiles here
             first = time.perf_counter() - start
             seconds = time_per_step(run, repeats=task["repeats"], target_s=task["target_s"])
-        except torch.cuda.OutOfMemoryError:
+        except Exception as err:  # torch.cuda.OutOfMemoryError among others
+            failure = _report.describe_failure(f"{type(err).__name__}: {err}")
             optimizer.zero_grad(set_to_none=True)
-            del x, y
+            del x, y, err
             gc.collect()
-            torch.cuda.empty_cache()
-            return {"status": "does not fit"}
-        except Exception as err:
-            return {"status": f"failed: {_report.describe_failure(f'{type(err).__name__}: {err}')}"}
+            if cuda:
+                torch.cuda.empty_cache()
+            return {"status": failure if failure == "does not fit" else f"failed: {failure}"}
         return {
             "status": "ok",
             "seconds": seconds,
@@ -404,7 +405,7 @@ def build_report(rows: list[dict], *, dry_run: bool, peak_tflops: float | None, 
     kind = next((r["device"] for r in rows if r["kind"] == "jimm" and r.get("device")), "unknown device")
     peak = ("given by --peak-tflops", peak_tflops) if peak_tflops else (DRY_PEAK if dry_run else device_peak(kind))
     per_image: dict[tuple[str, str], float] = {}
-    for r in rows:  # the largest measured batch's count (the optimizer's share per image shrinks with batch)
+    for r in rows:
         if r["kind"] == "jimm" and r.get("flops"):
             per_image[r["model"], r["mode"]] = r["flops"] / r["batch"]
 

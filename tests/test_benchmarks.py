@@ -74,6 +74,8 @@ def test_a_crashed_child_keeps_its_results_and_says_why():
     assert run.results == [{"a": 1}] and run.error == "does not fit"
     run = _report.run_child([sys.executable, "-c", "raise ValueError('bad size')"], timeout=60)
     assert run.results == [] and run.error == "ValueError: bad size"
+    run = _report.run_child([sys.executable, "-c", "import time; time.sleep(30)"], timeout=1)
+    assert run.results == [] and run.error == "timed out after 1 s"
 
 
 def test_the_training_search_moves_down_after_an_out_of_memory_crash(monkeypatch):
@@ -169,4 +171,4 @@ def test_attention_benchmark_dry_run(tmp_path):
     ]
     assert "RuntimeError: jax_attention('cudnn') needs an NVIDIA GPU" in lines[3]
     assert float(lines[2].split(" | ")[-1].rstrip(" |")) == 0.0  # xla against itself
-    assert data["summary"][0]["jimm"].startswith("RuntimeError") and data["summary"][0]["reference"].endswith("(XLA)")
+    assert data["summary"][0]["jimm"] == "failed" and data["summary"][0]["reference"].endswith("(XLA)")
