@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import shutil
@@ -222,9 +223,10 @@ def describe_failure(text: str) -> str:
 
 
 def run_child(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None) -> ChildRun:
-    """Run `cmd`; collect its `RESULT` lines even when it crashes or runs out of time."""
+    """Run `cmd` for at most `timeout` seconds (may be inf); collect its `RESULT` lines even when it crashes."""
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 1), env=env)
+        limit = max(timeout, 1) if math.isfinite(timeout) else None
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
         out, err, code = done.stdout, done.stderr, done.returncode
     except subprocess.TimeoutExpired as expired:
 
