@@ -2,27 +2,37 @@
 
     python benchmarks/attention_gpu.py                       # both sizes, every backend, bf16
     python benchmarks/attention_gpu.py --dtype float32 --backends xla,triton
+    python benchmarks/attention_gpu.py --dry-run             # the same code on CPU, a tiny model, a temp report
 
-Sizes (the issue's): batch 256 at 224 px (197 tokens) and batch 8 at 1024 px (4,097 tokens). Each
-(size, backend) runs in a fresh subprocess so `peak_bytes_in_use` is that backend's own peak; the compiled
-temp-buffer size (XLA's memory analysis) is reported too. Each backend is pinned alone (no fallback list) so a
-backend that cannot run says so instead of silently measuring another. The max |logit| difference against
-the default XLA path is measured on 2 images. Prints a table and appends it to docs/benchmarks.md.
+Sizes (issue 12's): batch 256 at 224 px (197 tokens) and batch 8 at 1024 px (4,097 tokens). Each
+(backend, size) runs in a fresh child process, so `peak_bytes_in_use` is that backend's own peak and a backend
+that crashes or runs out of memory costs one row; the compiled temp-buffer size (XLA's memory analysis) is
+reported too. Each backend is pinned alone (no fallback list), so one that cannot run says so instead of
+silently measuring another. The max |logit| difference against the default XLA path is measured on 2 images.
+`jax_cudnn` is cuDNN flash attention through `jax.nn.dot_product_attention`: its rows against `xla` say whether
+it should become the default on GPU. Backends run in the order given (both sizes each) until `--budget-s` runs
+out; prints a table and adds it to docs/benchmarks.md in one write.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import math
+import os
 import sys
+import time
 from pathlib import Path
 
-BACKENDS = ("xla", "jax_cudnn", "cudnn", "triton", "mosaic", "xla_chunked")
+sys.path.insert(0, str(Path(__file__).parent))
+import _report
+from gpu_models import TINY_VIT
+
+BACKENDS = ("xla", "jax_cudnn", "mosaic", "triton", "cudnn", "xla_chunked")
 SIZES = ((256, 224), (8, 1024))  # (batch, image px): 197 and 4097 tokens at patch 16
+DRY_SIZES = ((2, 32), (2, 64))  # 17 and 65 tokens at patch 8
 VIT_B16 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, patch_size=16)
 COLUMNS = (("ms", ".1f"), ("img_s", ".0f"), ("peak_gib", ".2f"), ("temp_gib", ".2f"), ("max_diff", ".1e"))
-OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+MIN_CHILD_S = 30
 
 
 def attention_fn(name: str):
@@ -35,19 +45,22 @@ def attention_fn(name: str):
     return TokamaxAttention([name])
 
 
-def child(name: str, batch: int, image: int, dtype_name: str) -> dict:
+def child(name: str, batch: int, image: int, dtype_name: str, dry_run: bool) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from _report import median_time
     from flax import nnx
 
     import jimm
 
     dtype = jnp.dtype(dtype_name)
-    config = jimm.ViTConfig(**VIT_B16, image_size=image, num_labels=1000)
-    model = jimm.VisionTransformer(config=config, dtype=dtype, sharding=None, attention_fn=attention_fn(name))
-    graphdef, state = nnx.split(model)  # one state: every leaf at the same trace level under jax.grad
+    arch = TINY_VIT if dry_run else VIT_B16
+    config = jimm.ViTConfig(**{**arch, "image_size": image}, num_labels=10 if dry_run else 1000)
+
+    def build(fn):
+        return jimm.VisionTransformer(config=config, dtype=dtype, sharding=None, attention_fn=fn)
+
+    graphdef, state = nnx.split(build(attention_fn(name)))  # one state: every leaf at one trace level under grad
     x = jnp.asarray(np.random.RandomState(0).randn(batch, image, image, 3), dtype)
 
     def loss(state, x):
@@ -61,70 +74,106 @@ def child(name: str, batch: int, image: int, dtype_name: str) -> dict:
     def run():
         jax.block_until_ready(compiled(state, x))
 
-    seconds = median_time(run, repeats=10, warmup=3)
+    seconds = _report.median_time(run, repeats=1 if dry_run else 10, warmup=1 if dry_run else 3)
     stats = jax.devices()[0].memory_stats() or {}
 
-    # accuracy against the default path on 2 images (a separate, small computation)
-    ref_model = jimm.VisionTransformer(config=config, dtype=dtype, sharding=None)  # default XLA attention
-    nnx.update(ref_model, state)  # same weights; only the attention_fn differs
-    small = x[:2]
-    logits = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, small).astype(jnp.float32)
-    diff = float(jnp.max(jnp.abs(logits - ref_model(small).astype(jnp.float32))))
+    diff = 0.0  # the default path against itself
+    if name != "xla":  # accuracy against the default path on 2 images: the same state through the default graph
+        ref_graphdef = nnx.split(nnx.eval_shape(lambda: build(None)))[0]
+        forward = jax.jit(lambda g, s, x: nnx.merge(g, s)(x).astype(jnp.float32), static_argnums=0)
+        diff = float(jnp.max(jnp.abs(forward(graphdef, state, x[:2]) - forward(ref_graphdef, state, x[:2]))))
     return {
         "ms": 1e3 * seconds,
         "img_s": batch / seconds,
-        "peak_gib": stats.get("peak_bytes_in_use", float("nan")) / 2**30,
-        "temp_gib": (temp or float("nan")) / 2**30,
+        "peak_gib": stats.get("peak_bytes_in_use", math.nan) / 2**30,
+        "temp_gib": (temp or math.nan) / 2**30,
         "max_diff": diff,
         "device": jax.devices()[0].device_kind,
     }
 
 
-def main() -> None:
+def measure(name: str, batch: int, image: int, args, left: float) -> tuple[dict | None, str]:
+    """(result, "") or (None, why): in a child process, or here with --in-process."""
+    if args.in_process:
+        try:
+            return child(name, batch, image, args.dtype, args.dry_run), ""
+        except Exception as err:
+            return None, _report.describe_failure(f"{type(err).__name__}: {err}")
+    cmd = [sys.executable, __file__, "--dtype", args.dtype, "--child", name, str(batch), str(image)]
+    cmd += ["--dry-run"] if args.dry_run else []
+    env = {**os.environ, **({"JAX_PLATFORMS": "cpu"} if args.dry_run else {})}
+    env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")  # jax preallocates 75% by default
+    run = _report.run_child(cmd, timeout=left, env=env)
+    return (run.results[-1], "") if run.results else (None, run.error or "no result")
+
+
+def short(why: str) -> str:
+    """A summary cell for a row that did not run (the history table has the reason)."""
+    return why if why in ("does not fit", "not run") or why.startswith("skipped") else "failed"
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--dry-run", action="store_true", help="CPU, a tiny model, a temp report: checks the script")
+    parser.add_argument("--in-process", action="store_true", help="no child processes (dry runs and tests)")
+    parser.add_argument("--budget-s", type=float, default=0, help="stop starting children after this long")
+    parser.add_argument("--report", type=Path, help="default docs/benchmarks.md (a temp copy with --dry-run)")
+    parser.add_argument("--fragment", type=Path, help="write a fragment for _report.py to combine instead")
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "BATCH", "IMAGE"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         name, batch, image = args.child
-        print("RESULT " + json.dumps(child(name, int(batch), int(image), args.dtype)))
+        _report.emit(child(name, int(batch), int(image), args.dtype, args.dry_run))
         return
+    if args.dry_run:
+        os.environ["JAX_PLATFORMS"] = "cpu"
 
-    rows, device = [], "?"
-    for batch, image in SIZES:
-        tokens = (image // 16) ** 2 + 1
-        for name in args.backends.split(","):
-            cmd = [sys.executable, __file__, "--dtype", args.dtype, "--child", name, str(batch), str(image)]
-            run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-            found = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-            if run.returncode == 0 and found:
-                r = json.loads(found[-1][len("RESULT ") :])
-                device = r["device"]
-                cells = " | ".join(f"{r[key]:{fmt}}" for key, fmt in COLUMNS)
-            else:
-                lines = run.stderr.strip().splitlines() or ["failed"]
-                last = next((line for line in reversed(lines) if "Error" in line), lines[-1]).replace("|", "/")
-                cells = "OOM | - | - | - | -" if "RESOURCE_EXHAUSTED" in run.stderr else f"{last[:80]} | - | - | - | -"
-            rows.append(f"| {batch} x {tokens} | {name} | {cells} |")
-            print(rows[-1], flush=True)
+    patch = TINY_VIT["patch_size"] if args.dry_run else VIT_B16["patch_size"]
+    deadline = time.monotonic() + (args.budget_s or math.inf)
+    results, device = {}, "?"
+    for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        for batch, image in DRY_SIZES if args.dry_run else SIZES:
+            left = deadline - time.monotonic()
+            if left < MIN_CHILD_S and not args.in_process:
+                results[batch, image, name] = (None, "skipped: time budget")
+                continue
+            results[batch, image, name] = found = measure(name, batch, image, args, left)
+            device = found[0]["device"] if found[0] else device
+            print(f"{name} {batch} x {(image // patch) ** 2 + 1}: {found[0] or found[1]}", flush=True)
 
-    from _report import environment
-
-    table = "\n".join(
+    rows, summary = [], []
+    for batch, image, name in sorted(results, key=lambda k: k[1]):
+        r, why = results[batch, image, name]
+        cells = " | ".join(f"{r[key]:{fmt}}" for key, fmt in COLUMNS) if r else f"{why} | - | - | - | -"
+        rows.append(f"| {batch} x {(image // patch) ** 2 + 1} | {name} | {cells.replace('nan', '-')} |")
+    for batch, image in DRY_SIZES if args.dry_run else SIZES:
+        xla, cudnn = (results.get((batch, image, n), (None, "not run")) for n in ("xla", "jax_cudnn"))
+        if xla[0] or cudnn[0]:
+            summary.append(
+                _report.SummaryRow(
+                    f"ViT-B/16 fwd+bwd on GPU, {batch} x {(image // patch) ** 2 + 1} tokens, {args.dtype}: "
+                    "cuDNN vs default XLA attention (ms)",
+                    f"{cudnn[0]['ms']:.1f} (jax cuDNN)" if cudnn[0] else short(cudnn[1]),
+                    f"{xla[0]['ms']:.1f} (XLA)" if xla[0] else short(xla[1]),
+                    f"{cudnn[0]['ms'] / xla[0]['ms']:.2f}" if xla[0] and cudnn[0] else "-",
+                    f"{_report.today()}, {'dry run on CPU' if args.dry_run else device}",
+                    _report.commit(),
+                )
+            )
+    what = "dry run on CPU (tiny model, not a measurement)" if args.dry_run else device
+    title = f"Attention backends: ViT-B/16 forward+backward, {args.dtype}, {what}"
+    body = "\n".join(
         [
-            f"## Attention backends: ViT-B/16 forward+backward, {args.dtype}, {device}",
-            "",
             "| batch x tokens | backend | ms / step | img/s | peak GiB | XLA temp GiB | max logit diff vs xla |",
             "|---|---|---|---|---|---|---|",
             *rows,
         ]
     )
-    print(table)
-    args.out.parent.mkdir(exist_ok=True)
-    with open(args.out, "a", encoding="utf-8") as f:
-        f.write(f"\n{table}\n\n_{environment()}_\n")
+    print(f"{title}\n\n{body}")
+    report = args.report or (_report.temp_report() if args.dry_run and not args.fragment else _report.REPORT)
+    _report.publish(title, body, summary, fragment=args.fragment, report=report)
 
 
 if __name__ == "__main__":

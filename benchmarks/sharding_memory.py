@@ -4,7 +4,7 @@ Memory is computed from abstract arrays (`nnx.eval_shape`): nothing is allocated
 CPU devices costs seconds. Compile time is measured for a ViT-B/16 forward (and forward+backward) at batch 2,
 with the block stack scanned (one compiled body) or unrolled (`scan_layers=False`, a python loop).
 
-    PYTHONPATH=src python benchmarks/sharding_memory.py            # prints tables, appends to docs/benchmarks.md
+    PYTHONPATH=src python benchmarks/sharding_memory.py            # prints tables, adds them to docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import datetime
 import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +30,9 @@ from jax.sharding import AxisType
 
 import jimm
 from jimm.common import sharding as shd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import add_section, commit
 
 MODELS = {
     "ViT-B/16": dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072),
@@ -111,32 +114,25 @@ def compile_times(batch: int = 2) -> list[str]:
 def main() -> None:
     memory = memory_table()
     compile_rows = compile_times()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     header = (
         f"Date {datetime.date.today()}, {platform.machine()} CPU x{os.cpu_count()} (8 virtual XLA devices), "
-        f"jax {jax.__version__}, flax {flax.__version__}, commit {commit}."
+        f"jax {jax.__version__}, flax {flax.__version__}, commit {commit()}."
     )
-    text = "\n".join(
+    body = "\n".join(
         [
-            "# Issue 5: sharding memory and compile time",
-            "",
             header,
             "",
-            "## Per-device memory (fp32 parameters; adamw adds mu and nu, sharded like the parameters)",
+            "### Per-device memory (fp32 parameters; adamw adds mu and nu, sharded like the parameters)",
             "",
             *memory,
             "",
-            "## Compile time, scanned vs unrolled block stack (ViT-B/16, batch 2, no mesh)",
+            "### Compile time, scanned vs unrolled block stack (ViT-B/16, batch 2, no mesh)",
             "",
             *compile_rows,
-            "",
         ]
     )
-    print(text)
-    out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-    out.parent.mkdir(exist_ok=True)
-    with open(out, "a", encoding="utf-8") as f:  # append: the file collects every benchmark's sections
-        f.write("\n" + text)
+    print(body)
+    add_section("Sharding memory and compile time", body)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import append_report, median_time
+from _report import SummaryRow, add_section, commit, median_time, today
 
 LOAD_SCRIPT = r"""
 import gc, json, sys, threading, time, psutil
@@ -113,9 +114,8 @@ def main() -> None:
         ("from_pretrained (s)", load_jimm["seconds"], load_hf["seconds"]),
         ("peak RSS above baseline while loading (MiB)", load_jimm["peak"] / mb, load_hf["peak"] / mb),
     ]
+    title = f"jimm vs transformers on CPU: {name}, fp32, random weights"
     lines = [
-        f"### jimm vs transformers on CPU: {name}, fp32, random weights",
-        "",
         f"Checkpoint {ckpt_bytes / mb:.0f} MiB; max |logits difference| {diff:.1e}.",
         "",
         "| measure | jimm | transformers | jimm / transformers |",
@@ -124,9 +124,19 @@ def main() -> None:
         f"| jimm peak RSS / checkpoint size | {load_jimm['peak'] / ckpt_bytes:.2f} | "
         f"{load_hf['peak'] / ckpt_bytes:.2f} | |",
     ]
-    print("\n".join(lines))
+    print(f"{title}\n\n" + "\n".join(lines))
+    measures = (  # the summary rows of docs/benchmarks.md this run replaces, one per row above
+        f"ViT-B/16 forward on CPU, fp32, batch {args.batch} (s)",
+        "ViT-B/16 from_pretrained on CPU, page cache warm (s)",
+        "ViT-B/16 peak RSS growth while loading on CPU (MiB)",
+    )
+    measured, sha = f"{today()}, {os.cpu_count()}-core CPU", commit()
+    summary = [
+        SummaryRow(measure, f"{a:.3f}", f"{b:.3f} (transformers)", f"{a / b:.2f}", measured, sha)
+        for measure, (_, a, b) in zip(measures, rows, strict=True)
+    ]
     if not args.no_report and not args.quick:
-        append_report("\n".join(lines))
+        add_section(title, "\n".join(lines), summary=summary)
 
 
 if __name__ == "__main__":
