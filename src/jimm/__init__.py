@@ -3,14 +3,18 @@
 from .common import sharding
 from .common.attention import jax_attention, make_tokamax_attention, tokamax_attention
 from .common.sharding import NoSharding, ShardingSpec, ViTSharding
+from .models.registry import from_pretrained
 from .models.vit import VisionTransformer, ViTConfig
+from .text import Tokenizer
 
 __all__ = [
     "NoSharding",
     "ShardingSpec",
+    "Tokenizer",
     "ViTConfig",
     "ViTSharding",
     "VisionTransformer",
+    "from_pretrained",
     "jax_attention",
     "make_tokamax_attention",
     "sharding",

@@ -1,0 +1,106 @@
+"""One entry point for every family: `jimm.from_pretrained(name_or_path)` picks the class from the checkpoint.
+
+The class comes from `config.json`'s `model_type` (refined by `architectures` where one model type has several
+classes), or, for checkpoints without an HF config, from the tensor layout (`LAYOUTS`). Classes are named
+by import path and imported only when chosen, so adding a family is one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..io.resolve import CONFIG, looks_local, resolve_model
+
+# model_type -> "module:Class"
+MODEL_TYPES: dict[str, str] = {
+    "vit": "jimm.models.vit:VisionTransformer",
+    "deit": "jimm.models.vit:VisionTransformer",
+}
+# (model_type, architecture) -> "module:Class", where an architecture picks another class than its model_type.
+ARCHITECTURES: dict[tuple[str, str], str] = {}
+# (predicate over tensor names, "module:Class"), tried in order for checkpoints without an HF config.json.
+LAYOUTS: list[tuple[Any, str]] = [
+    (lambda names: any(n.endswith("embedding/kernel") for n in names), "jimm.models.vit:VisionTransformer"),
+    (lambda names: "patch_embed.proj.weight" in names, "jimm.models.vit:VisionTransformer"),
+]
+
+
+def _load_class(target: str) -> type:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file that must hold an object (an HF config), with errors naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object (an HF config.json)")
+    return data
+
+
+def class_for_config(config: dict, *, source: str) -> type:
+    """The jimm class of an HF config dict."""
+    model_type = config.get("model_type")
+    if model_type is None:
+        raise ValueError(f"{source}: config.json has no model_type; pass the checkpoint to the model class directly")
+    for architecture in config.get("architectures") or ():
+        if (model_type, architecture) in ARCHITECTURES:
+            return _load_class(ARCHITECTURES[(model_type, architecture)])
+    if model_type not in MODEL_TYPES:
+        raise ValueError(
+            f"{source}: model_type {model_type!r} is not a family jimm implements; known: {sorted(MODEL_TYPES)}"
+        )
+    return _load_class(MODEL_TYPES[model_type])
+
+
+def class_for_tensors(names, *, source: str) -> type:
+    names = set(names)
+    for matches, target in LAYOUTS:
+        if matches(names):
+            return _load_class(target)
+    sample = ", ".join(sorted(names)[:6]) + (", ..." if len(names) > 6 else "")
+    raise ValueError(f"{source}: the tensor layout matches no family jimm implements (tensors: {sample})")
+
+
+def model_class(name_or_path: str | os.PathLike, **hub_kwargs) -> type:
+    """The jimm class that `from_pretrained(name_or_path)` would build."""
+    from ..io.checkpoint import open_checkpoint
+
+    source = os.fspath(name_or_path)
+    path = Path(os.path.expanduser(source))
+    weights = [path] if path.is_file() else None
+    npz = sorted(path.glob("*.npz")) if path.is_dir() else []
+    if weights is None and len(npz) == 1 and not (path / CONFIG).is_file():
+        weights = npz
+    if weights is None and (path.is_dir() or not looks_local(source)):
+        resolved = resolve_model(name_or_path, need_config=False, **hub_kwargs)
+        if resolved.config is not None:
+            config = read_json_object(resolved.config)
+            if "model_type" in config:
+                return class_for_config(config, source=source)
+        weights = resolved.weights
+    if weights is None:
+        raise FileNotFoundError(f"{source} does not exist (expected a model folder, a checkpoint file or a hub id)")
+    with open_checkpoint(weights) as checkpoint:
+        return class_for_tensors(checkpoint.entries(), source=source)
+
+
+def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
+    """Load any supported checkpoint with the right jimm class (`model_type`, else the tensor layout).
+
+    Keyword arguments go to that class's `from_pretrained` (e.g. `dtype=`, `sharding=`, `num_classes=`).
+    """
+    hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
+    prefer = {"prefer_pytorch": kwargs["use_pytorch"]} if kwargs.get("use_pytorch") else {}
+    cls = model_class(name_or_path, **hub, **prefer)
+    return cls.from_pretrained(name_or_path, **kwargs)
+
+
+__all__ = ["ARCHITECTURES", "LAYOUTS", "MODEL_TYPES", "from_pretrained", "model_class", "read_json_object"]
