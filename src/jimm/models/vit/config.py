@@ -14,43 +14,14 @@ from typing import Any
 
 from ...common.transformer import ACTIVATIONS
 from ...common.vision import VisionTowerConfig
+from ..hf_config import check_fields, labels_or_placeholders, read_labels, write_labels
 
-# HF fields that describe bookkeeping, training-only init or heads we do not build: accepted, not used.
-IGNORED_HF_KEYS = frozenset(
+# ViT-specific fields that describe heads we do not build: accepted, not used.
+VIT_IGNORED_KEYS = frozenset(
     {
-        "architectures",
-        "transformers_version",
-        "model_type",
-        "torch_dtype",
-        "dtype",
-        "initializer_range",
         "encoder_stride",  # only used by ViTForMaskedImageModeling's decoder
         "pooler_output_size",  # ViTModel's pooler is not part of VisionTransformer
         "pooler_act",
-        "problem_type",
-        "_name_or_path",
-        "_commit_hash",
-        "_attn_implementation_autoset",
-        "return_dict",
-        "output_hidden_states",
-        "output_attentions",
-        "use_return_dict",
-        "torchscript",
-        "tie_word_embeddings",
-        "chunk_size_feed_forward",
-        "is_encoder_decoder",
-        "is_decoder",
-        "add_cross_attention",
-        "finetuning_task",
-        "tokenizer_class",
-        "prefix",
-        "bos_token_id",
-        "pad_token_id",
-        "eos_token_id",
-        "sep_token_id",
-        "decoder_start_token_id",
-        "task_specific_params",
-        "pruned_heads",
     }
 )
 
@@ -189,7 +160,7 @@ class ViTConfig:
 
     @property
     def labels(self) -> dict[int, str]:
-        return self.id2label if self.id2label is not None else {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        return labels_or_placeholders(self.num_labels, self.id2label)
 
     def replace(self, **changes: Any) -> ViTConfig:
         return dataclasses.replace(self, **changes)
@@ -234,38 +205,15 @@ class ViTConfig:
         if model_type == "deit":  # transformers' DeiT: ViT fields plus an always-present distillation token
             config = {**config, "distilled": True}
         fields = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels"}
-        problems = []
-        for key, value in config.items():
-            if key in fields or key in IGNORED_HF_KEYS or key in ("id2label", "label2id", "num_labels"):
-                continue
-            if key in FIXED_HF_KEYS:
-                allowed = FIXED_HF_KEYS[key]
-                if key == "head_dim" and value is not None:
-                    allowed = config.get("hidden_size", 768) // config.get("num_attention_heads", 12)
-                if value != allowed:
-                    problems.append(f"{key}={value!r} (only {allowed!r} is supported)")
-                continue
-            problems.append(f"{key}={value!r} (unknown field)")
-        if problems:
-            raise ValueError(
-                "config.json has fields jimm.VisionTransformer does not implement: "
-                + "; ".join(problems)
-                + ". Remove them if they are harmless, or use a model that implements them."
-            )
+        fixed = dict(FIXED_HF_KEYS)
+        if config.get("head_dim") is not None:  # an explicit head_dim is fine when it is the implied one
+            fixed["head_dim"] = config.get("hidden_size", 768) // config.get("num_attention_heads", 12)
+        check_fields(config, fields, family="jimm.VisionTransformer", fixed=fixed, ignored=VIT_IGNORED_KEYS)
         kwargs = {k: config[k] for k in fields if k in config}
         for key in ("image_size", "patch_size"):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])
-        id2label = config.get("id2label")
-        if id2label is not None:
-            id2label = {int(k): v for k, v in id2label.items()}
-            num_labels = len(id2label)
-            if "num_labels" in config and config["num_labels"] != num_labels:
-                raise ValueError(f"config.json has num_labels={config['num_labels']} but {num_labels} id2label entries")
-            if id2label == {i: f"LABEL_{i}" for i in range(num_labels)}:
-                id2label = None  # HF's placeholder names
-        else:
-            num_labels = config.get("num_labels", 2)  # HF's default when a config names no labels
+        num_labels, id2label = read_labels(config)
         return cls(**kwargs, num_labels=num_labels, id2label=id2label)
 
     def to_hf_dict(self, *, architecture: str = "ViTForImageClassification") -> dict[str, Any]:
@@ -281,9 +229,7 @@ class ViTConfig:
                 continue  # keep a plain model's config.json identical to transformers'
             value = getattr(self, field.name)
             out[field.name] = list(value) if isinstance(value, tuple) else value
-        labels = self.labels
-        out["id2label"] = {str(i): name for i, name in labels.items()}
-        out["label2id"] = {name: i for i, name in labels.items()}
+        out |= write_labels(self.labels)
         out["encoder_stride"] = self.patch_hw[0]
         out["initializer_range"] = 0.02
         return dict(sorted(out.items()))
