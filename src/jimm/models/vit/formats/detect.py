@@ -23,8 +23,8 @@ FORMATS = ("hf", "timm", "big_vision")
 HF_MARKER = "embeddings.patch_embeddings.projection.weight"
 
 
-def detect_format(names) -> str:
-    """'hf', 'timm' or 'big_vision' from a checkpoint's tensor names; a clear error for anything else."""
+def detect_format(names, source: str = "checkpoint") -> str:
+    """'hf', 'timm' or 'big_vision' from a checkpoint's tensor names; a clear error naming `source` otherwise."""
     names = list(names)
     if any(n.endswith(HF_MARKER) for n in names):
         return "hf"
@@ -34,7 +34,7 @@ def detect_format(names) -> str:
         return "big_vision"
     sample = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
     raise ValueError(
-        f"unknown checkpoint layout (tensors: {sample}). jimm reads HF ViT/DeiT "
+        f"{source}: unknown checkpoint layout (tensors: {sample}). jimm.VisionTransformer reads HF ViT/DeiT "
         f"('{HF_MARKER}'), timm ('{timm_format.MARKER}') and vit_jax/big_vision npz ('embedding/kernel') layouts"
     )
 
@@ -94,7 +94,7 @@ def open_model(
     config = _as_config(config)
     raw = open_checkpoint(weights)
     try:
-        fmt = detect_format(raw.entries())
+        fmt = detect_format(raw.entries(), ", ".join(str(p) for p in weights))
         if fmt == "hf":
             if config is None:
                 if hf_config is None:
