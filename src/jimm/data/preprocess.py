@@ -59,6 +59,8 @@ class ImageProcessorConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ImageProcessorConfig:
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object of preprocessing settings, got a {type(raw).__name__}")
         unknown = sorted(k for k in raw if k not in _HANDLED and k not in _BOOKKEEPING)
         kwargs: dict[str, Any] = {k: raw[k] for k in _HANDLED - {"size", "do_convert_rgb"} if k in raw}
         if unknown:
@@ -85,6 +87,8 @@ class ImageProcessorConfig:
             return cls.from_dict(json.loads(text))
         except (json.JSONDecodeError, ValueError, TypeError) as err:
             raise ValueError(f"{source}: {err}") from err
+        except RecursionError as err:
+            raise ValueError(f"{source}: its JSON is nested too deeply") from err
 
     @classmethod
     def for_model(cls, model) -> ImageProcessorConfig:

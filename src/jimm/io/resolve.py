@@ -45,9 +45,36 @@ def resolve_model(
     if path.is_dir():
         return _resolve_local(path, prefer_pytorch)
     text = os.fspath(name_or_path)
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", ""):
-        raise FileNotFoundError(f"{text} is not a model directory (expected a folder with config.json and weights)")
+    if path.exists():
+        raise FileNotFoundError(
+            f"{text} is not a model directory (it is a file; pass the folder that holds config.json and the weights)"
+        )
+    if _looks_local(text):
+        raise FileNotFoundError(
+            f"{text} is not a model directory (no such folder); pass a folder with config.json and weights, "
+            "or a hub repo id like google/vit-base-patch16-224"
+        )
     return _resolve_hub(text, prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir)
+
+
+_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".npz", ".pt", ".pth", ".ckpt")
+
+
+def _looks_local(text: str) -> bool:
+    """True for a name that cannot be a hub repo id, or that names a file or a folder under an existing one."""
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", ""):
+        return True
+    if text.endswith(_FILE_SUFFIXES) or ("/" in text and Path(text.split("/")[0]).is_dir()):
+        return True
+    try:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(text)
+    except ImportError:  # pragma: no cover - a declared dependency
+        return False
+    except ValueError:  # HFValidationError
+        return True
+    return False
 
 
 def _resolve_local(root: Path, prefer_pytorch: bool) -> ResolvedModel:
@@ -77,11 +104,18 @@ def _resolve_hub(repo_id: str, prefer_pytorch: bool, **hub_kwargs) -> ResolvedMo
     try:
         config = download(CONFIG)
     except Exception as err:
-        raise OSError(f"could not resolve {repo_id!r} as a local directory or hub repo: {err}") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise OSError(
+            f"{repo_id!r} is not a local folder, and the hub lookup failed ({type(err).__name__}: {first})"
+        ) from err
     if config is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = " (HF_HUB_OFFLINE is set and it is not in the cache)" if offline else ""
-        raise FileNotFoundError(f"hub repo {repo_id!r} has no {CONFIG}{hint}")
+        if offline:
+            raise FileNotFoundError(
+                f"{repo_id!r} is not a local folder, and that hub repo is not in the cache (HF_HUB_OFFLINE is set); "
+                "pass a model folder, or unset HF_HUB_OFFLINE to download it"
+            )
+        raise FileNotFoundError(f"{repo_id!r} is not a local folder, and hub repo {repo_id!r} has no {CONFIG}")
     for name in _weight_candidates(prefer_pytorch):
         found = download(name)
         if found is None:
@@ -89,7 +123,10 @@ def _resolve_hub(repo_id: str, prefer_pytorch: bool, **hub_kwargs) -> ResolvedMo
         if name.endswith(".index.json"):
             import json
 
-            shards = sorted(set(json.loads(found.read_text(encoding="utf-8")).get("weight_map", {}).values()))
+            try:
+                shards = sorted(set(json.loads(found.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+                raise ValueError(f"hub repo {repo_id!r}: {name} is not a valid checkpoint index ({err})") from err
             for shard in shards:
                 if download(shard) is None:
                     raise FileNotFoundError(

@@ -7,6 +7,7 @@ A run directory remembers its TrainConfig; resuming with a config that would cha
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 
@@ -20,6 +21,8 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
     "l": (1024, 24, 16, 4096),
 }
 _ALIASES = {"tiny": "ti", "small": "s", "base": "b", "large": "l"}
+
+MAX_STEPS = 2**31 - 1  # optax counts steps in int32
 
 RESUME_FREE = frozenset({"log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "progress"})
 
@@ -67,7 +70,12 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
 
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                need(math.isfinite(value), f"{f.name.replace('_', ' ')} must be a finite number, got {value}")
         need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        need(self.steps <= MAX_STEPS, f"steps must be at most {MAX_STEPS} (optax counts in int32), got {self.steps}")
         need(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         need(self.grad_accum >= 1, f"gradient accumulation must be >= 1, got {self.grad_accum}")
         need(
@@ -83,6 +91,7 @@ class TrainConfig:
         need(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
         need(self.clip_norm >= 0, f"gradient clip norm must be >= 0 (0 disables), got {self.clip_norm}")
         need(0.0 <= self.label_smoothing < 1.0, f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(0 <= self.seed < 2**32 - 1, f"seed must be in [0, 2**32 - 2], got {self.seed}")
         need(self.shift >= 0, f"shift must be >= 0, got {self.shift}")
         for name in ("log_every", "checkpoint_every"):
             need(getattr(self, name) >= 1, f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")

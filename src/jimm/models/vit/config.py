@@ -225,15 +225,30 @@ class ViTConfig:
                 + ". Remove them if they are harmless, or use a model that implements them."
             )
         kwargs = {k: config[k] for k in fields if k in config}
+        for key, value in kwargs.items():
+            if type(_DEFAULTS[key]) not in _JSON_TYPES:
+                continue  # ints and sizes: checked when the config is built
+            types, described = _JSON_TYPES[type(_DEFAULTS[key])]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                problems.append(f"{key}={value!r} (expected {described})")
+        if problems:
+            raise ValueError("config.json has fields of the wrong type: " + "; ".join(problems))
         for key in ("image_size", "patch_size"):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])
         id2label = config.get("id2label")
         if id2label is not None:
-            id2label = {int(k): v for k, v in id2label.items()}
+            if not (isinstance(id2label, dict) and all(isinstance(v, str) for v in id2label.values())):
+                raise ValueError(f"config.json id2label must map ids to label names, got {id2label!r:.200}")
+            try:
+                id2label = {int(k): v for k, v in id2label.items()}
+            except ValueError as err:
+                raise ValueError(f"config.json id2label keys must be integer ids, got {list(id2label)!r:.200}") from err
             num_labels = len(id2label)
             if "num_labels" in config and config["num_labels"] != num_labels:
-                raise ValueError(f"config.json has num_labels={config['num_labels']} but {num_labels} id2label entries")
+                raise ValueError(
+                    f"config.json has num_labels={config['num_labels']!r} but {num_labels} id2label entries"
+                )
             if id2label == {i: f"LABEL_{i}" for i in range(num_labels)}:
                 id2label = None  # HF's placeholder names
         else:
@@ -261,6 +276,15 @@ class ViTConfig:
         return dict(sorted(out.items()))
 
 
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ViTConfig)}
+# The JSON types a config.json value must have, by the type of the field's default (ints are checked on build).
+_JSON_TYPES: dict[type, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+    type(None): ((int, float, type(None)), "a number or null"),
+}
+
 VARIANT_DEFAULTS: dict[str, Any] = {
     f.name: f.default
     for f in dataclasses.fields(ViTConfig)
@@ -283,10 +307,12 @@ VARIANT_DEFAULTS: dict[str, Any] = {
 def read_config_file(path: str | os.PathLike) -> ViTConfig:
     """Parse `config.json`, naming the file in any error."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             raw = json.load(f)
-    except json.JSONDecodeError as err:
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise ValueError(f"{path} is not a config file: its JSON is nested too deeply") from err
     try:
         return ViTConfig.from_hf_dict(raw)
     except (ValueError, TypeError) as err:
