@@ -9,12 +9,13 @@ Typed PRNG keys (nnx's RNG streams) are stored as their raw key data.
 Failures are one-line errors that name the folder and the cause: a write that cannot fit on the disk, or
 that fails (disk full, no permission), is a `CheckpointWriteError` and its half-written temporary folder is
 removed; a checkpoint that cannot be read back (files deleted or damaged) is a `DamagedCheckpointError`.
-Orbax also reports a failed write from its background threads (logged tracebacks, and tensorstore callbacks
-into closed asyncio loops); those repeat the error raised here, so they are silenced.
+Orbax also reports a failed read or write from its background threads (logged tracebacks, and tensorstore
+callbacks into closed asyncio loops); those repeat the error raised here, so they are silenced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -83,26 +84,32 @@ def _closed_loop_callback(unraisable) -> bool:
 
 
 class _BackgroundNoise:
-    """Silences, while a save runs (and for good once one has failed), what orbax's threads and tensorstore's
-    callbacks print about a failure that the save raises anyway."""
+    """Silences what orbax's threads and tensorstore's callbacks print about a failed read or write that the
+    caller raises anyway: while an operation runs, and for good once one has failed (they may print later)."""
 
     def __init__(self):
         self.filter = _OrbaxThreadErrors()
         self.previous_hook = None
+        self.failed = False
 
     def _hook(self, unraisable) -> None:
         if not _closed_loop_callback(unraisable):
             self.previous_hook(unraisable)
 
-    def install(self) -> None:
+    @contextlib.contextmanager
+    def silenced(self):
+        """Silence during the block; `self.failed = True` inside it keeps the silence after it."""
         logging.getLogger("absl").addFilter(self.filter)
         if self.previous_hook is None:
             self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._hook
-
-    def remove(self) -> None:
-        logging.getLogger("absl").removeFilter(self.filter)
-        if self.previous_hook is not None and sys.unraisablehook == self._hook:
-            sys.unraisablehook, self.previous_hook = self.previous_hook, None
+        try:
+            yield
+        finally:
+            if not self.failed:
+                logging.getLogger("absl").removeFilter(self.filter)
+                if sys.unraisablehook == self._hook:
+                    sys.unraisablehook = self.previous_hook
+                self.previous_hook = None
 
 
 _NOISE = _BackgroundNoise()
@@ -165,10 +172,12 @@ class Checkpoints:
 
     def _restore(self, step: int, **items) -> dict[str, Any]:
         """Restore items of one step; a missing or unreadable item is a DamagedCheckpointError."""
-        try:
-            return self.manager.restore(step, args=ocp.args.Composite(**items))
-        except (KeyError, ValueError, OSError, RecursionError) as err:  # reading files a user can change
-            raise self._damaged(step, _first_line(err)) from err
+        with _NOISE.silenced():
+            try:
+                return self.manager.restore(step, args=ocp.args.Composite(**items))
+            except (KeyError, ValueError, OSError, RecursionError) as err:  # reading files a user can change
+                _NOISE.failed = True
+                raise self._damaged(step, _first_line(err)) from err
 
     def _meta(self, step: int) -> dict[str, Any]:
         meta = self._restore(step, meta=ocp.args.JsonRestore())["meta"]
@@ -225,27 +234,25 @@ class Checkpoints:
                 f"{needed / 2**20:.1f} MiB and the disk has {free / 2**20:.1f} MiB free "
                 "(free some space, or use a run folder on another disk)"
             )
-        _NOISE.install()
-        try:
-            self.manager.save(
-                step,
-                args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
-                force=True,
-            )
-            self.manager.wait_until_finished()
-        except Exception as err:
-            cause = io_cause(err)
-            if cause is None:
-                _NOISE.remove()
-                raise
-            # The noise filters stay: orbax's threads may report this failure again after it reaches the caller.
-            for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
-                _remove_settled(partial)
-            hint = " (free some space, or use a run folder on another disk)" if "space" in cause.lower() else ""
-            raise CheckpointWriteError(
-                f"cannot write the checkpoint of step {step} to {self.directory}: {cause}{hint}"
-            ) from err
-        _NOISE.remove()
+        with _NOISE.silenced():
+            try:
+                self.manager.save(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+                    force=True,
+                )
+                self.manager.wait_until_finished()
+            except Exception as err:
+                cause = io_cause(err)
+                if cause is None:
+                    raise
+                _NOISE.failed = True
+                for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                    _remove_settled(partial)
+                hint = " (free some space, or use a run folder on another disk)" if "space" in cause.lower() else ""
+                raise CheckpointWriteError(
+                    f"cannot write the checkpoint of step {step} to {self.directory}: {cause}{hint}"
+                ) from err
 
     def restore(self, template: nnx.State) -> tuple[int, nnx.State, dict[str, Any]]:
         """`(step, state, data_state)` of the latest checkpoint, shaped like `template`."""

@@ -78,6 +78,10 @@ def predict_files(
     images = preprocess_files(paths, processor)
     graphdef, state = nnx.split(model)
     probs = np.asarray(predict_step(graphdef, state, images))
+    if not np.isfinite(probs).all():
+        raise ValueError(
+            "the model's outputs are not finite (NaN or inf): its weights are damaged, or its training diverged"
+        )
     labels = model.config.labels
     k = min(top_k, probs.shape[-1])
     out = []
