@@ -22,7 +22,6 @@ RESUMABLE = frozenset({"train", "demo"})
 # What to do about an OS error on a path, by errno.
 _OS_HINTS = {
     errno.ENOSPC: "free some space, or write to another disk",
-    errno.EDQUOT: "free some space, or write to another disk",
     errno.EACCES: "check the permissions, or choose another path",
     errno.EPERM: "check the permissions, or choose another path",
     errno.EROFS: "choose a path on a writable disk",
@@ -343,10 +342,10 @@ def _describe(err: BaseException, command: str) -> str | None:
         return f"`jimm {command}` needs the {err.name!r} package: pip install 'jimm[train]'"
     if isinstance(err, OSError) and err.filename is not None:  # from the OS: name the path and what to do
         path = os.fsdecode(err.filename)
-        if err.filename2 is not None:
-            path += f" -> {os.fsdecode(err.filename2)}"
         if isinstance(err, FileExistsError) and not os.path.isdir(path):
             return f"{path} is a file; a folder is needed there, choose another path"
+        if err.filename2 is not None:
+            path += f" -> {os.fsdecode(err.filename2)}"
         hint = _OS_HINTS.get(err.errno)
         return f"{path}: {err.strerror or err}" + (f"; {hint}" if hint else "")
     if isinstance(err, USER_ERRORS):

@@ -70,7 +70,7 @@ def _first_line(err: BaseException) -> str:
 
 
 class _OrbaxThreadErrors(logging.Filter):
-    """Drops the tracebacks orbax's background threads log for a write that also raises in the caller."""
+    """Drops the tracebacks orbax's background threads log for a failure that also raises in the caller."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno >= logging.ERROR and record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
