@@ -115,14 +115,6 @@ def root(tmp_path_factory):
     _variant(root, "preprocessor_list", lambda f: (f / "preprocessor_config.json").write_text("[]"))
     _variant(root, "no_config", lambda f: (f / "config.json").unlink())
 
-    # A completed 2-step run, for the resume cases. It starts on top of what a start killed before its first
-    # checkpoint leaves (an empty checkpoints/, a metrics.jsonl with a cut line), which a rerun may reuse.
-    run = root / "finished_run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 1.0, "accuracy": 0.5}\n{"ste')
-    argv = ["train", *TRAIN, "--data", str(root / "xyz"), "--out", str(run), "--steps", "2", "--checkpoint-every", "1"]
-    assert main(argv) == 0
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1", "2"]
     return root
 
 
@@ -133,12 +125,27 @@ def _tree(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+RESUME = ["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--steps", "1"]
+
+
+def _finished_run(root: Path) -> Path:
+    """A completed 1-step run (trained once, by the first case that needs it). It starts on top of what a start
+    killed before its first checkpoint leaves (an empty checkpoints/, a cut metrics.jsonl), which is allowed."""
+    run = root / "finished_run"
+    if not (run / "model").is_dir():
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 1.0, "accuracy": 0.5}\n{"ste')
+        assert main([a.replace("{out}/run", str(run)) for a in RESUME]) == 0
+        assert [p.name for p in (run / "checkpoints").iterdir()] == ["1"]
+    return run
+
+
 def _resume_case(damage):
     """Copy the finished run to OUT/run and damage its checkpoint; the rerun must refuse and change nothing."""
 
     def setup(root: Path, out: Path, monkeypatch) -> None:
-        shutil.copytree(root / "finished_run", out / "run")
-        damage(out / "run" / "checkpoints" / "2")
+        shutil.copytree(_finished_run(root), out / "run")
+        damage(out / "run" / "checkpoints" / "1")
 
     return setup
 
@@ -180,158 +187,156 @@ def case(argv, expected, setup=None, *, id, marks=()):
     return pytest.param(argv, expected, setup, id=id, marks=marks)
 
 
-RESUME = ["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--steps", "2", "--checkpoint-every", "1"]
-
 CASES = [
     # -- predict: the model argument -------------------------------------------------------------------------
     case(["predict", "animal_model/model.safetensors", "photo.png"], ["HF-layout weights", "model folder"],
-                 id="predict-weights-file-as-model"),
+         id="predict-weights-file-as-model"),
     case(["predict", "animal_model/config.json", "photo.png"], ["not a weights file", "model folder"],
-                 id="predict-config-file-as-model"),
+         id="predict-config-file-as-model"),
     case(["predict", "{out}/nowhere", "photo.png"], ["no such folder"], id="predict-missing-absolute"),
     case(["predict", "nowhere.safetensors", "photo.png"], ["no such folder"], id="predict-missing-file-name"),
     case(["predict", "animal_model/typo", "photo.png"], ["no such folder"], id="predict-missing-under-folder"),
     case(["predict", "acme/no-such-vit", "photo.png"], ["not a local folder", "not in the cache"],
-                 id="predict-hub-id-offline"),
+         id="predict-hub-id-offline"),
     case(["predict", "empty", "photo.png"], ["has no HF config.json"], id="predict-empty-folder"),
     case(["predict", "xyz", "photo.png"], ["has no HF config.json"], id="predict-dataset-as-model"),
     case(["predict", "no_config", "photo.png"], ["no config.json"], id="predict-weights-without-config"),
     case(["predict", "config_no_model_type", "photo.png"], ["has no model_type"],
-                 id="predict-config-without-model-type"),
+         id="predict-config-without-model-type"),
     case(["predict", "config_list", "photo.png"], ["config.json holds a JSON list"], id="predict-config-list"),
     case(["predict", "config_empty", "photo.png"], ["config.json is not valid JSON"],
-                 id="predict-config-empty"),
+         id="predict-config-empty"),
     case(["predict", "config_nested", "photo.png"], ["config.json", "nested too deeply"],
-                 id="predict-config-nested"),
+         id="predict-config-nested"),
     case(["predict", "id2label_list", "photo.png"], ["id2label must map ids to label names"],
-                 id="predict-id2label-list"),
+         id="predict-id2label-list"),
     case(["predict", "dropout_string", "photo.png"], ["wrong type", "hidden_dropout_prob='0.1'"],
-                 id="predict-config-wrong-type"),
+         id="predict-config-wrong-type"),
     case(["predict", "preprocessor_list", "photo.png"], ["preprocessor", "JSON object"],
-                 id="predict-preprocessor-list"),
+         id="predict-preprocessor-list"),
     case(["predict", "truncated", "photo.png"], ["model.safetensors is not a valid safetensors file"],
-                 id="predict-truncated-weights"),
+         id="predict-truncated-weights"),
     case(["predict", "trailing_bytes", "photo.png"], ["model.safetensors"], marks=IO_REWRITE,
-                 id="predict-trailing-bytes"),
+         id="predict-trailing-bytes"),
     case(["predict", "shifted_header", "photo.png"], ["model.safetensors"], marks=IO_REWRITE,
-                 id="predict-header-shifted-one-byte"),
+         id="predict-header-shifted-one-byte"),
     case(["predict", "huge_shape", "photo.png"], ["model.safetensors"], marks=IO_REWRITE,
-                 id="predict-30-digit-shape"),
+         id="predict-30-digit-shape"),
     case(["predict", "infinite_offset", "photo.png"], ["model.safetensors"], marks=IO_REWRITE,
-                 id="predict-infinite-offset"),
+         id="predict-infinite-offset"),
     # -- predict: the images and numbers ----------------------------------------------------------------------
     case(["predict", "animal_model", "missing.png"], ["cannot read image", "missing.png"],
-                 id="predict-missing-image"),
+         id="predict-missing-image"),
     case(["predict", "animal_model", "xyz"], ["cannot read image", "xyz"], id="predict-folder-as-image"),
     case(["predict", "animal_model", "notes.txt"], ["cannot read image", "notes.txt"],
-                 id="predict-text-as-image"),
+         id="predict-text-as-image"),
     case(["predict", "animal_model", "photo.png", "--top-k", "0"], ["--top-k", "positive integer"],
-                 id="predict-top-k-zero"),
+         id="predict-top-k-zero"),
     case(["predict", "animal_model", "photo.png", "--top-k", "1e9"], ["--top-k", "expected an integer"],
-                 id="predict-top-k-float"),
+         id="predict-top-k-float"),
     case(["predict", "headless_model", "photo.png"], ["no classifier head"], id="predict-headless"),
     # -- eval -------------------------------------------------------------------------------------------------
     case(["eval", "animal_model", "--data", "xyz"],
-                 ["do not match", "x, y, z", "cat, dog, bird", "Name the class folders"], id="eval-labels-mismatch"),
+         ["do not match", "x, y, z", "cat, dog, bird", "Name the class folders"], id="eval-labels-mismatch"),
     case(["eval", "model13", "--data", "xyz"], ["3 classes", "13 classes"], id="eval-class-count"),
     case(["eval", "animal_model", "--data", "single"], ["1 class (only)", "3 classes"], id="eval-one-class"),
     case(["eval", "animal_model", "--data", "photo.png"], ["photo.png is a file", "class folders"],
-                 id="eval-data-is-a-file"),
+         id="eval-data-is-a-file"),
     case(["eval", "animal_model", "--data", "nowhere"], ["does not exist"], id="eval-data-missing"),
     case(["eval", "animal_model", "--data", "animal_model"], ["no class folders"], id="eval-data-flat-folder"),
     case(["eval", "animal_model", "--data", "animals", "--split", "test"], ["no 'test' split"],
-                 id="eval-missing-split"),
+         id="eval-missing-split"),
     case(["eval", "animal_model", "--data", "animals", "--val-fraction", "2"], ["--val-fraction", "[0, 1)"],
-                 id="eval-val-fraction"),
+         id="eval-val-fraction"),
     case(["eval", "headless_model", "--data", "xyz"], ["no classifier head"], id="eval-headless"),
     case(["eval", "{out}/nothing", "--data", "digits"], ["no such folder"], id="eval-missing-model"),
     # -- train: numbers ---------------------------------------------------------------------------------------
     case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--dropout", "1.5"],
-                 ["argument --dropout", "[0, 1)"], id="train-dropout-range"),
-    case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--lr", "inf"], ["argument --lr", "> 0"],
-                 id="train-lr-infinite"),
-    case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--lr", "nan"], ["argument --lr"],
-                 id="train-lr-nan"),
+         ["argument --dropout", "[0, 1)"], id="train-dropout-range"),
+    case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--lr", "inf"], ["learning rate must be > 0"],
+         id="train-lr-infinite"),
+    case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--lr", "nan"], ["learning rate must be > 0"],
+         id="train-lr-nan"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--label-smoothing", "1"],
-                 ["argument --label-smoothing"], id="train-label-smoothing"),
+         ["argument --label-smoothing"], id="train-label-smoothing"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--seed", "-1"], ["argument --seed"],
-                 id="train-seed-negative"),
+         id="train-seed-negative"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--image-size", str(10**20)],
-                 ["argument --image-size", "at most"], id="train-image-size-huge"),
+         ["argument --image-size", "at most"], id="train-image-size-huge"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--steps", str(2**40)],
-                 ["steps must be at most"], id="train-steps-huge"),
+         ["steps must be at most"], id="train-steps-huge"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--steps", "5", "--warmup-steps", "9"],
-                 ["warmup steps"], id="train-warmup-past-steps"),
+         ["warmup steps"], id="train-warmup-past-steps"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--grad-accum", "3"], ["not divisible"],
-                 id="train-grad-accum"),
+         id="train-grad-accum"),
     case(["train", "--model", "huge/16", "--data", "xyz", "--out", "{out}/run"], ["unknown model size"],
-                 id="train-model-size"),
+         id="train-model-size"),
     case(["train", "--model", "micro/5", "--image-size", "16", "--data", "xyz", "--out", "{out}/run"],
-                 ["not a multiple of patch size"], id="train-patch-size"),
+         ["not a multiple of patch size"], id="train-patch-size"),
     case(["train", "--from", "animal_model", "--data", "xyz", "--out", "{out}/run", "--dropout", "0.1"],
-                 ["apply to --model"], id="train-from-with-dropout"),
+         ["apply to --model"], id="train-from-with-dropout"),
     case(["train", "--model", "micro/4", "--data", "xyz"], ["required", "--out"], id="train-no-out"),
     # -- train: data and folders ------------------------------------------------------------------------------
     case(["train", *TRAIN, "--data", "single", "--out", "{out}/run"], ["only one class", "at least two"],
-                 id="train-one-class"),
+         id="train-one-class"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--batch-size", "64"],
-                 ["fewer than one batch", "--batch-size"], id="train-batch-larger-than-data"),
+         ["fewer than one batch", "--batch-size"], id="train-batch-larger-than-data"),
     case(["train", *TRAIN, "--data", "photo.png", "--out", "{out}/run"], ["photo.png is a file"],
-                 id="train-data-is-a-file"),
+         id="train-data-is-a-file"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "photo.png"], ["photo.png is a file"],
-                 id="train-out-is-a-file"),
+         id="train-out-is-a-file"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "photo.png/run"], ["photo.png is a file"],
-                 id="train-out-under-a-file"),
+         id="train-out-under-a-file"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "animal_model"], ["not empty", "no checkpoints"],
-                 id="train-out-holds-a-model"),
+         id="train-out-holds-a-model"),
     case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run"], ["not empty", "thesis.tex"],
-                 _foreign_out, id="train-out-holds-user-files"),
+         _foreign_out, id="train-out-holds-user-files"),
     case(["train", "--from", "animal_model/config.json", "--data", "xyz", "--out", "{out}/run"],
-                 ["not a weights file"], id="train-from-config-file"),
-    case(["train", *TRAIN, "--data", "broken", "--val-fraction", "0", "--out", "{out}/new/run",
-                  "--steps", "20"], ["cannot read image", "cut.png"], id="train-corrupt-image-cleans-up"),
-    case(["train", *TRAIN, "--data", "broken", "--val-fraction", "0", "--out", "{out}/run", "--steps", "20"],
+         ["not a weights file"], id="train-from-config-file"),
+    case(["train", *TRAIN, "--data", "broken", "--val-fraction", "0", "--batch-size", "5", "--out", "{out}/new/run"],
+         ["cannot read image", "cut.png"], id="train-corrupt-image-cleans-up"),
+    case(["train", *TRAIN, "--data", "broken", "--val-fraction", "0", "--batch-size", "5", "--out", "{out}/run"],
          ["cannot read image"], _empty_out, id="train-fails-in-an-empty-folder-the-user-made"),
-    case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--steps", "2"],
-                 ["cannot write the checkpoint of step 2", "checkpoints", "MiB free"], _out_of_disk,
-                 id="train-disk-full-cleans-up"),
+    case(["train", *TRAIN, "--data", "xyz", "--out", "{out}/run", "--steps", "1"],
+         ["cannot write the checkpoint of step 1", "checkpoints", "MiB free"], _out_of_disk,
+         id="train-disk-full-cleans-up"),
     # -- train: resuming a damaged run (the run must be left exactly as it was) -------------------------------
-    case(RESUME, ["checkpoints/2", "damaged", "Delete that folder"],
-                 _resume_case(lambda step: _rmtree(step / "state")), id="resume-state-deleted"),
-    case(RESUME, ["checkpoints/2", "damaged"], _resume_case(lambda step: _write(step / "meta/metadata", "garbage")),
+    case(RESUME, ["checkpoints/1", "damaged", "Delete that folder"],
+         _resume_case(lambda step: _rmtree(step / "state")), id="resume-state-deleted"),
+    case(RESUME, ["checkpoints/1", "damaged"], _resume_case(lambda step: _write(step / "meta/metadata", "garbage")),
          id="resume-meta-garbage"),
-    case(RESUME, ["checkpoints/2", "run record"], _resume_case(lambda step: _write(step / "meta/metadata", "[1]")),
+    case(RESUME, ["checkpoints/1", "run record"], _resume_case(lambda step: _write(step / "meta/metadata", "[1]")),
          id="resume-meta-list"),
-    case(RESUME, ["checkpoints/2", "damaged"], _resume_case(lambda step: _rmtree(step / "state/ocdbt.process_0/d")),
+    case(RESUME, ["checkpoints/1", "damaged"], _resume_case(lambda step: _rmtree(step / "state/ocdbt.process_0/d")),
          id="resume-data-deleted"),
     # -- convert ----------------------------------------------------------------------------------------------
     case(["convert", "nowhere", "{out}/dst"], ["not a model directory"], id="convert-missing-source"),
     case(["convert", "animal_model/model.safetensors", "{out}/dst"], ["not a model directory"],
-                 id="convert-file-as-source"),
+         id="convert-file-as-source"),
     case(["convert", "empty", "{out}/dst"], ["has no config.json"], id="convert-empty-source"),
     case(["convert", "animal_model", "photo.png"], ["photo.png is a file"], id="convert-destination-file"),
     case(["convert", "animal_model", "animal_model"], ["same folder"], id="convert-onto-itself"),
     case(["convert", "animal_model", "{out}/dst", "--max-shard-size", "abc"], ["max_shard_size"],
-                 id="convert-shard-size"),
+         id="convert-shard-size"),
     case(["convert", "animal_model", "{out}/dst", "--to", "onnx"], ["--to", "invalid choice"],
-                 id="convert-format"),
+         id="convert-format"),
     case(["convert", "truncated", "{out}/dst"], ["not a valid safetensors file"], id="convert-truncated"),
     case(["convert", "trailing_bytes", "{out}/dst"], ["model.safetensors"], marks=IO_REWRITE,
-                 id="convert-trailing-bytes"),
+         id="convert-trailing-bytes"),
     case(["convert", "shifted_header", "{out}/dst"], ["model.safetensors"], marks=IO_REWRITE,
-                 id="convert-header-shifted-one-byte"),
+         id="convert-header-shifted-one-byte"),
     case(["convert", "config_list", "{out}/dst"], ["config.json"], marks=IO_REWRITE, id="convert-config-list"),
     case(["convert", "animal_model", "{out}/dst", "--to", "pytorch", "--max-shard-size", "1KB"],
-                 ["sharded pytorch_model.bin"], marks=IO_REWRITE, id="convert-refused-leaves-no-destination"),
+         ["sharded pytorch_model.bin"], marks=IO_REWRITE, id="convert-refused-leaves-no-destination"),
     # -- bench, demo, the command itself ----------------------------------------------------------------------
     case(["bench", "--model", "huge/16"], ["unknown model size"], id="bench-model-size"),
     case(["bench", "--model", "micro/5", "--image-size", "8"], ["not a multiple"], id="bench-patch-size"),
     case(["bench", "--image-size", "0"], ["--image-size", "positive integer"], id="bench-image-size"),
     case(["bench", "--model", "micro/4"], ["out of memory", "lower --batch-size"], _out_of_memory,
-                 id="bench-out-of-memory"),
+         id="bench-out-of-memory"),
     case(["demo", "--out", "photo.png", "--steps", "2"], ["photo.png is a file"], id="demo-out-is-a-file"),
     case(["demo", "--out", "{out}/run", "--steps", "2"], ["not empty", "thesis.tex"], _foreign_out,
-                 id="demo-out-holds-user-files"),
+         id="demo-out-holds-user-files"),
     case(["demo", "--steps", "0"], ["--steps", "positive integer"], id="demo-steps"),
     case(["frobnicate"], ["invalid choice"], id="unknown-command"),
     case([], ["required"], id="no-command"),

@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=1000)
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="micro-batches per step")
-    p.add_argument("--lr", type=_number(0, low_open=True), default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=_nonneg_int, help="default: steps/10 (at most 1000)")
     fraction = _number(0, 1, high_open=False)
     p.add_argument("--min-lr-ratio", type=fraction, default=0.0, help="final lr as a fraction of --lr")

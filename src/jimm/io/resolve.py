@@ -54,17 +54,27 @@ def resolve_model(
             f"{text} is not a model directory (no such folder); pass a folder with config.json and weights, "
             "or a hub repo id like google/vit-base-patch16-224"
         )
+    if _under_local_folder(text):
+        raise FileNotFoundError(
+            f"{text} is not a model directory (no such folder in {text.split('/')[0]}/); for the hub repo "
+            f"{text!r}, run from a directory without a {text.split('/')[0]}/ folder"
+        )
     return _resolve_hub(text, prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir)
 
 
 _FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".npz", ".pt", ".pth", ".ckpt")
 
 
+def _under_local_folder(text: str) -> bool:
+    """`runs/typo` where `runs/` exists: a local path, not a hub repo of the organisation `runs`."""
+    return text.count("/") == 1 and Path(text.split("/")[0]).is_dir()
+
+
 def _looks_local(text: str) -> bool:
-    """True for a name that cannot be a hub repo id, or that names a file or a folder under an existing one."""
+    """True for a name that cannot be a hub repo id, or that names a file."""
     if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", ""):
         return True
-    if text.endswith(_FILE_SUFFIXES) or ("/" in text and Path(text.split("/")[0]).is_dir()):
+    if text.endswith(_FILE_SUFFIXES):
         return True
     try:
         from huggingface_hub.utils import validate_repo_id

@@ -70,10 +70,6 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
 
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float):
-                need(math.isfinite(value), f"{f.name.replace('_', ' ')} must be a finite number, got {value}")
         need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         need(self.steps <= MAX_STEPS, f"steps must be at most {MAX_STEPS} (optax counts in int32), got {self.steps}")
         need(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
@@ -82,14 +78,17 @@ class TrainConfig:
             self.batch_size % self.grad_accum == 0,
             f"batch size {self.batch_size} is not divisible by gradient accumulation {self.grad_accum}",
         )
-        need(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"learning rate must be > 0 and finite, got {self.lr}")
         need(
             0 <= self.warmup_steps < self.steps,
             f"warmup steps must be in [0, steps={self.steps}), got {self.warmup_steps}",
         )
         need(0.0 <= self.min_lr_ratio <= 1.0, f"min lr ratio must be in [0, 1], got {self.min_lr_ratio}")
-        need(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
-        need(self.clip_norm >= 0, f"gradient clip norm must be >= 0 (0 disables), got {self.clip_norm}")
+        need(0 <= self.weight_decay < math.inf, f"weight decay must be >= 0 and finite, got {self.weight_decay}")
+        need(
+            0 <= self.clip_norm < math.inf,
+            f"gradient clip norm must be >= 0 and finite (0 disables), got {self.clip_norm}",
+        )
         need(0.0 <= self.label_smoothing < 1.0, f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         need(0 <= self.seed < 2**32 - 1, f"seed must be in [0, 2**32 - 2], got {self.seed}")
         need(self.shift >= 0, f"shift must be >= 0, got {self.shift}")
