@@ -312,7 +312,7 @@ def test_bad_configs(tmp_path, saved):
             jimm.VisionTransformer.from_pretrained(saved)
     with pytest.raises(FileNotFoundError, match="has no HF config.json and no single model.safetensors"):
         jimm.VisionTransformer.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere is not a model directory \(no such folder\)"):
         jimm.VisionTransformer.from_pretrained(tmp_path / "nowhere")
 
 

@@ -181,6 +181,8 @@ class ImageProcessorConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ImageProcessorConfig:
         """Parse a `preprocessor_config.json` dict, strictly: unknown or non-default unsupported fields raise."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"expected a JSON object of preprocessing settings, got a {type(raw).__name__}")
         name = raw.get("image_processor_type") or (raw.get("feature_extractor_type") or "").replace(
             "FeatureExtractor", "ImageProcessor"
         )
@@ -214,6 +216,8 @@ class ImageProcessorConfig:
             return cls.from_dict(json.loads(text))
         except (json.JSONDecodeError, ValueError, TypeError) as err:
             raise ValueError(f"{source}: {err}") from err
+        except RecursionError as err:
+            raise ValueError(f"{source}: its JSON is nested too deeply") from err
 
     @classmethod
     def for_model(cls, model) -> ImageProcessorConfig:

@@ -80,20 +80,43 @@ def check_fields(
         )
 
 
+# The JSON types a config.json value must have, by the type of the field's default (ints are checked on build).
+_JSON_TYPES: dict[type, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+    type(None): ((int, float, type(None)), "a number or null"),
+}
+
+
+def check_types(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Raise one `ValueError` naming every value whose JSON type does not fit its field's default."""
+    problems = []
+    for key, value in values.items():
+        kind = type(defaults.get(key))
+        if kind not in _JSON_TYPES:
+            continue  # ints, sizes and nested configs: checked when the config is built
+        types, described = _JSON_TYPES[kind]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            problems.append(f"{key}={value!r} (expected {described})")
+    if problems:
+        raise ValueError("config.json has fields of the wrong type: " + "; ".join(problems))
+
+
 def read_labels(config: Mapping[str, Any], *, default_num_labels: int = 2) -> tuple[int, dict[int, str] | None]:
     """`(num_labels, id2label)` as transformers reads them; HF's placeholder names `LABEL_i` become None."""
     id2label = config.get("id2label")
     if id2label is None:
         return int(config.get("num_labels", default_num_labels)), None
-    if not isinstance(id2label, Mapping):
-        raise ValueError(f"config.json id2label must be an object of id -> name, got {type(id2label).__name__}")
+    if not (isinstance(id2label, Mapping) and all(isinstance(v, str) for v in id2label.values())):
+        raise ValueError(f"config.json id2label must map ids to label names, got {id2label!r:.200}")
     try:
-        id2label = {int(k): str(v) for k, v in id2label.items()}
+        id2label = {int(k): v for k, v in id2label.items()}
     except (TypeError, ValueError):
-        raise ValueError("config.json id2label keys must be integers") from None
+        raise ValueError(f"config.json id2label keys must be integer ids, got {list(id2label)!r:.200}") from None
     num_labels = len(id2label)
     if "num_labels" in config and config["num_labels"] != num_labels:
-        raise ValueError(f"config.json has num_labels={config['num_labels']} but {num_labels} id2label entries")
+        raise ValueError(f"config.json has num_labels={config['num_labels']!r} but {num_labels} id2label entries")
     if id2label == {i: f"LABEL_{i}" for i in range(num_labels)}:
         id2label = None
     return num_labels, id2label
@@ -109,4 +132,4 @@ def write_labels(labels: Mapping[int, str]) -> dict[str, Any]:
     return {"id2label": id2label, "label2id": {name: i for i, name in labels.items()}}
 
 
-__all__ = ["IGNORED_HF_KEYS", "check_fields", "labels_or_placeholders", "read_labels", "write_labels"]
+__all__ = ["IGNORED_HF_KEYS", "check_fields", "check_types", "labels_or_placeholders", "read_labels", "write_labels"]

@@ -20,6 +20,7 @@ from . import big_vision as bv
 from . import timm as timm_format
 
 FORMATS = ("hf", "timm", "big_vision")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".npz")
 HF_MARKER = "embeddings.patch_embeddings.projection.weight"
 
 
@@ -54,10 +55,14 @@ def _is_hf_config(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+        raw = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
-    return isinstance(raw, dict) and "model_type" in raw
+    except RecursionError as err:
+        raise ValueError(f"{path} is not a config file: its JSON is nested too deeply") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} holds a JSON {type(raw).__name__}, not an object; a config.json is a JSON object")
+    return "model_type" in raw
 
 
 def locate(
@@ -66,6 +71,11 @@ def locate(
     """(weight files, HF config.json or None, preprocessor_config.json or None) for a file, folder or hub id."""
     path = Path(os.path.expanduser(os.fspath(name_or_path)))
     if path.is_file():
+        if path.suffix not in WEIGHT_SUFFIXES:
+            raise ValueError(
+                f"{path} is not a weights file ({', '.join(WEIGHT_SUFFIXES)}); pass the model folder "
+                f"that holds config.json and the weights (e.g. {path.parent})"
+            )
         return [path], None, None
     if path.is_dir() and not _is_hf_config(path / CONFIG):  # a timm folder (its config.json has no model_type) or npz
         for name in [PYTORCH, SAFETENSORS] if prefer_pytorch else [SAFETENSORS, PYTORCH]:
@@ -80,6 +90,20 @@ def locate(
     )
     hf = resolved.config if _is_hf_config(resolved.config) else None
     return resolved.weights, hf, resolved.preprocessor
+
+
+def _missing_hf_config(path: Path) -> str:
+    if path.is_file():
+        return (
+            f"{path} holds HF-layout weights, which need their config.json: pass the model folder that holds "
+            "both (or config= in Python)"
+        )
+    if not (path / CONFIG).is_file():
+        return f"{path} has HF-layout weights but no {CONFIG}; add the model's {CONFIG} (or pass config= in Python)"
+    return (
+        f"{path / CONFIG} has no model_type, so it is not an HF config; HF-layout weights need one "
+        '(with "model_type": "vit"), or config= in Python'
+    )
 
 
 def open_model(
@@ -98,7 +122,7 @@ def open_model(
         if fmt == "hf":
             if config is None:
                 if hf_config is None:
-                    raise FileNotFoundError(f"{name_or_path}: HF-layout weights need a config.json (or pass config=)")
+                    raise FileNotFoundError(_missing_hf_config(Path(os.path.expanduser(os.fspath(name_or_path)))))
                 config = read_config_file(hf_config)
             return raw, config, preprocessor, fmt
         if fmt == "timm":
