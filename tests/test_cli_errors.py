@@ -4,7 +4,6 @@ Every case runs `jimm.cli.main(argv)` in-process and asserts: exit status 2, std
 `jimm: error: ...` line naming the problem (and the fix), no traceback, and nothing left behind: the inputs
 are unchanged and the output folder holds exactly what it held before (no empty run folder from a failed
 `train`, no empty destination from a refused `convert`). Inputs are tiny files built once per module.
-Cases that need the io rewrite (the safetensors reader and `convert`) are strict xfails.
 """
 
 import json
@@ -26,7 +25,6 @@ from jimm.cli import main
 SRC = str(Path(jimm.__file__).resolve().parents[1])
 ANIMALS = {0: "cat", 1: "dog", 2: "bird"}
 TRAIN = ["--model", "micro/4", "--image-size", "16", "--batch-size", "2", "--quiet"]
-IO_REWRITE = pytest.mark.xfail(strict=True, reason="needs the io rewrite (lead)")
 
 
 def _save_hf(path: Path, labels: dict[int, str] | None, headless: bool = False) -> Path:
@@ -216,13 +214,13 @@ CASES = [
          id="predict-preprocessor-list"),
     case(["predict", "truncated", "photo.png"], ["model.safetensors is not a valid safetensors file"],
          id="predict-truncated-weights"),
-    case(["predict", "trailing_bytes", "photo.png"], ["model.safetensors"], marks=IO_REWRITE,
+    case(["predict", "trailing_bytes", "photo.png"], ["model.safetensors"],
          id="predict-trailing-bytes"),
-    case(["predict", "shifted_header", "photo.png"], ["model.safetensors"], marks=IO_REWRITE,
+    case(["predict", "shifted_header", "photo.png"], ["model.safetensors"],
          id="predict-header-shifted-one-byte"),
-    case(["predict", "huge_shape", "photo.png"], ["model.safetensors"], marks=IO_REWRITE,
+    case(["predict", "huge_shape", "photo.png"], ["model.safetensors"],
          id="predict-30-digit-shape"),
-    case(["predict", "infinite_offset", "photo.png"], ["model.safetensors"], marks=IO_REWRITE,
+    case(["predict", "infinite_offset", "photo.png"], ["model.safetensors"],
          id="predict-infinite-offset"),
     # -- predict: the images and numbers ----------------------------------------------------------------------
     case(["predict", "animal_model", "missing.png"], ["cannot read image", "missing.png"],
@@ -321,13 +319,13 @@ CASES = [
     case(["convert", "animal_model", "{out}/dst", "--to", "onnx"], ["--to", "invalid choice"],
          id="convert-format"),
     case(["convert", "truncated", "{out}/dst"], ["not a valid safetensors file"], id="convert-truncated"),
-    case(["convert", "trailing_bytes", "{out}/dst"], ["model.safetensors"], marks=IO_REWRITE,
+    case(["convert", "trailing_bytes", "{out}/dst"], ["model.safetensors"],
          id="convert-trailing-bytes"),
-    case(["convert", "shifted_header", "{out}/dst"], ["model.safetensors"], marks=IO_REWRITE,
+    case(["convert", "shifted_header", "{out}/dst"], ["model.safetensors"],
          id="convert-header-shifted-one-byte"),
-    case(["convert", "config_list", "{out}/dst"], ["config.json"], marks=IO_REWRITE, id="convert-config-list"),
+    case(["convert", "config_list", "{out}/dst"], ["config.json"], id="convert-config-list"),
     case(["convert", "animal_model", "{out}/dst", "--to", "pytorch", "--max-shard-size", "1KB"],
-         ["sharded pytorch_model.bin"], marks=IO_REWRITE, id="convert-refused-leaves-no-destination"),
+         ["sharded pytorch_model.bin"], id="convert-refused-leaves-no-destination"),
     # -- bench, demo, the command itself ----------------------------------------------------------------------
     case(["bench", "--model", "huge/16"], ["unknown model size"], id="bench-model-size"),
     case(["bench", "--model", "micro/5", "--image-size", "8"], ["not a multiple"], id="bench-patch-size"),

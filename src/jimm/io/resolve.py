@@ -108,9 +108,14 @@ def resolve_model(
     if path.is_dir():
         return _resolve_local(path, text, prefer_pytorch, need_config)
     if path.exists():
-        raise NotADirectoryError(f"{text} is a file; pass the model folder that holds it (config.json and the weights)")
+        raise NotADirectoryError(
+            f"{text} is not a model directory (it is a file; pass the folder that holds config.json and the weights)"
+        )
     if looks_local(text):
-        raise FileNotFoundError(f"{text} does not exist (expected a model folder with config.json and weights)")
+        raise FileNotFoundError(
+            f"{text} is not a model directory (no such folder); pass a folder with config.json and weights, "
+            "or a hub repo id like google/vit-base-patch16-224"
+        )
     return _resolve_hub(text, prefer_pytorch, need_config, revision=revision, token=token, cache_dir=cache_dir)
 
 
