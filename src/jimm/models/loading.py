@@ -8,7 +8,9 @@ new head) without compiling a constructor.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -62,17 +64,62 @@ def decide_head(
             f"{source} has no classifier head; pass num_classes=... (or id2label=...) to add a new one, "
             "or do_classification=False for features"
         )
-    if wants_new_head and num_classes != stored_classes:
+    stored_names = config.id2label  # None: HF's placeholder names LABEL_i
+    renamed = id2label is not None and stored_names is not None and set(id2label.values()) != set(stored_names.values())
+    if wants_new_head and (num_classes != stored_classes or renamed):
+        why = f"{stored_classes} -> {num_classes} classes" if num_classes != stored_classes else "new label names"
         logger.warning(
-            "%s: replacing the classifier head (%s -> %d classes) with a new randomly initialised one",
+            "%s: replacing the classifier head (%s) with a new randomly initialised one",
             source,
-            "none" if stored_classes is None else stored_classes,
-            num_classes,
+            "none" if stored_classes is None else why,
         )
         return config.replace(num_labels=num_classes, id2label=id2label), True, False
     if id2label is not None:
         config = config.replace(id2label=id2label)
     return config, True, True
+
+
+def check_depth(entries: Iterable[str], pattern: str, expected: int, *, source: str) -> None:
+    """Refuse a config with more layers than the checkpoint holds before a name table is built for it.
+
+    `pattern` is a regex whose group 1 is the layer index (e.g. `r"encoder\\.layer\\.(\\d+)\\."`). Without this
+    check a corrupt `num_hidden_layers` (say 10**30) would build a table of that many tensors first.
+    """
+    regex = re.compile(pattern)
+    found = {int(m.group(1)) for name in entries if (m := regex.search(name))}
+    have = max(found) + 1 if found else 0
+    if expected > have:
+        from ..io.state import CheckpointMismatchError
+
+        raise CheckpointMismatchError(
+            f"checkpoint {source} does not match the model: the config asks for {expected} layers but the checkpoint "
+            f"holds {have}; fix num_hidden_layers in config.json (or pass the matching config)"
+        )
+
+
+def head_permutation(stored: dict[int, str] | None, requested: dict[int, str] | None) -> list[int] | None:
+    """Rows of the checkpoint's head in the order of `requested` labels, when both name the same classes.
+
+    `decide_head` keeps the head when the names are the same set; a different order (a dataset's folders
+    sorted differently) must reorder the rows, or every prediction would be silently permuted.
+    """
+    if stored is None or requested is None or stored == requested:
+        return None
+    row_of = {name: i for i, name in stored.items()}
+    order = [row_of[requested[i]] for i in range(len(requested))]
+    return None if order == list(range(len(order))) else order
+
+
+def permute_rows(table: Sequence[Slot], names: Iterable[str], order: list[int] | None) -> list[Slot]:
+    """The table with the head tensors `names` read with their rows (classes) in `order` (loading only: the
+    model then holds, and saves, the rows in the requested order)."""
+    if order is None:
+        return list(table)
+    names, index = set(names), np.asarray(order)
+    return [
+        dataclasses.replace(slot, to_jimm=lambda a, f=slot.to_jimm: f(a[index])) if slot.name in names else slot
+        for slot in table
+    ]
 
 
 def fresh_params_of(module: nnx.Module, prefix: tuple[str, ...]) -> dict[tuple, np.ndarray]:
@@ -111,4 +158,4 @@ def load_model(
     return assemble(graphdef, variables, filled)
 
 
-__all__ = ["decide_head", "fresh_params_of", "load_model"]
+__all__ = ["check_depth", "decide_head", "fresh_params_of", "head_permutation", "load_model", "permute_rows"]
