@@ -118,10 +118,10 @@ def _quiet_logs() -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from .data.preprocess import ImageProcessorConfig
-    from .models.vit import VisionTransformer
+    from .models.registry import from_pretrained
     from .train.evaluate import predict_files
 
-    model = VisionTransformer.from_pretrained(args.model, sharding=None)
+    model = from_pretrained(args.model, sharding=None)
     processor = ImageProcessorConfig.for_model(model)
     for path, top in zip(args.images, predict_files(model, args.images, processor, top_k=args.top_k), strict=True):
         print(path)
@@ -140,6 +140,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from flax import nnx
 
     from .data.preprocess import ImageProcessorConfig
+    from .models.registry import from_pretrained
     from .models.vit import VisionTransformer
     from .train.config import TrainConfig, parse_size
     from .train.trainer import train
@@ -172,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ValueError(
                 "--image-size and --dropout apply to --model (from scratch); --from keeps the checkpoint's"
             )
-        model = VisionTransformer.from_pretrained(
+        model = from_pretrained(
             args.from_model, id2label=labels, dtype=dtype, rngs=nnx.Rngs(args.seed), sharding=None
         )
         processor = ImageProcessorConfig.for_model(model)
@@ -200,10 +201,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from .data.datasets import pick_split
     from .data.preprocess import ImageProcessorConfig
-    from .models.vit import VisionTransformer
+    from .models.registry import from_pretrained
     from .train.evaluate import evaluate
 
-    model = VisionTransformer.from_pretrained(args.model, sharding=None)
+    model = from_pretrained(args.model, sharding=None)
     splits = _load_splits(args)
     name = args.split or next(s for s in ("test", "validation", "train") if s in splits)
     scores = evaluate(
@@ -216,7 +217,12 @@ def cmd_convert(args: argparse.Namespace) -> None:
     from .io.convert import convert_checkpoint
 
     written = convert_checkpoint(
-        args.src, args.dst, to_format=args.to, dtype=args.dtype, max_shard_size=args.max_shard_size
+        args.src,
+        args.dst,
+        to_format=args.to,
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
     )
     print(f"wrote {len(written)} weight file(s) to {args.dst}: {', '.join(p.name for p in written)}")
 
@@ -317,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=["safetensors", "pytorch"], default="safetensors")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--max-shard-size", default="5GB", help="e.g. 500MB; larger checkpoints are sharded")
+    p.add_argument("--overwrite", action="store_true", help="replace same-named files jimm did not write in DST")
     p.set_defaults(fn=cmd_convert)
 
     p = sub.add_parser("bench", help="images/s for forward and training step of a named size")
