@@ -64,6 +64,21 @@ def transposed(source: str, hf: str) -> Rule:
     return Rule((source,), (hf,), lambda a: (a.T,), lambda a: (a.T,))
 
 
+def split_rows(parts: int) -> Convert:
+    """Split axis 0 into `parts` equal pieces (a fused qkv weight or bias -> query, key, value)."""
+
+    def split(a):
+        n = a.shape[0] // parts
+        return tuple(a[i * n : (i + 1) * n] for i in range(parts))
+
+    return split
+
+
+def concat_rows(*parts: np.ndarray) -> tuple[np.ndarray]:
+    """The inverse of `split_rows`: one tensor stacked along axis 0."""
+    return (np.concatenate(parts, axis=0),)
+
+
 def to_foreign(rules: Sequence[Rule], hf_tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Write a checkpoint in a foreign layout from HF-named tensors (the inverse table; used by tests and tools)."""
     out: dict[str, np.ndarray] = {}
@@ -130,4 +145,14 @@ class ConvertedSource(CheckpointSource):
         self.raw.close()
 
 
-__all__ = ["ConvertedSource", "FormatMismatchError", "Renamed", "Rule", "same", "to_foreign", "transposed"]
+__all__ = [
+    "ConvertedSource",
+    "FormatMismatchError",
+    "Renamed",
+    "Rule",
+    "concat_rows",
+    "same",
+    "split_rows",
+    "to_foreign",
+    "transposed",
+]
