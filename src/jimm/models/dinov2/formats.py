@@ -22,8 +22,8 @@ timm's registers models have no class position row (it is folded into `cls_token
 
 The config is inferred from the shapes: width, depth, patch and grid; heads = width / 64 (every DINOv2 size:
 S 6, B 12, L 16, g 24; pass `config=` otherwise); LayerNorm eps 1e-6, exact GELU, LayerScale; SwiGLU when the
-fused first MLP weight has twice the rows of the second's input. Resampling follows the torch-hub models: plain models with the legacy `interpolate_offset=0.1`, registers
-models antialiased without offset.
+fused first MLP weight has twice the rows of the second's input. Resampling follows the torch-hub models:
+plain models with the legacy `interpolate_offset=0.1`, registers models antialiased without offset.
 """
 
 from __future__ import annotations
