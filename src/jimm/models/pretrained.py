@@ -131,11 +131,12 @@ def load_pretrained(
         if not do_classification:
             config = config.replace(num_labels=0, id2label=None)
         family.check(config, entries, source)
+        fresh = family.fresh(config, entries, foreign=hf_config is None)
         table = family.name_table(config, prefix=prefix, with_head=from_checkpoint, entries=entries)
+        table = [slot for slot in table if slot.param not in fresh]
         ignored = family.ignored(config, entries)
         if not from_checkpoint:
             ignored |= {name for name in entries if name.startswith(HEAD)}
-        fresh = family.fresh(config, entries, foreign=hf_config is None)
 
         def fresh_params(model_rngs: nnx.Rngs) -> dict:
             out = dict(fresh)
