@@ -65,6 +65,10 @@ class Family:
         """`(view under classic names, config)` for a checkpoint without an HF config.json."""
         raise FileNotFoundError(f"{source}: {self.label} needs an HF config.json next to the weights")
 
+    def extra_tensors(self, config, dtype) -> list[tuple[str, tuple[int, ...], Any, Any]]:
+        """Tensors to save that hold no jimm parameter: `(name, shape, dtype, produce)`, as `tensors_to_save`."""
+        return []
+
     def architecture(self, config, with_head: bool) -> str:
         raise NotImplementedError
 
@@ -172,6 +176,7 @@ def save_pretrained(
         config, prefix=family.model_prefix(config) if with_head else "", with_head=with_head, entries=None
     )
     tensors = tensors_to_save(model, table, family.layers)
+    tensors += family.extra_tensors(config, tensors[0][2])
     hf_config = config.to_hf_dict(architecture=family.architecture(config, with_head))
     hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(tensors[0][2].name, "float32")
     preprocessor = getattr(model, "preprocessor_json", None) or json.dumps(family.preprocessor(config), indent=2)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..pretrained import IMAGENET_MEAN, IMAGENET_STD, Family
 from .config import DINOv3Config
 from .names import EMPTY_REGISTERS, classic_name, name_table
@@ -24,6 +26,12 @@ class DINOv3Family(Family):
     def ignored(self, config: DINOv3Config, entries: dict) -> set[str]:
         shape = entries.get(EMPTY_REGISTERS, ((1,),))[0]
         return {EMPTY_REGISTERS} if not config.num_register_tokens and 0 in tuple(shape) else set()
+
+    def extra_tensors(self, config: DINOv3Config, dtype) -> list:
+        if config.num_register_tokens:
+            return []
+        shape = (1, 0, config.hidden_size)  # transformers' DINOv3ViTModel always has a register parameter
+        return [(EMPTY_REGISTERS, shape, dtype, lambda: np.zeros(shape, dtype))]
 
     def architecture(self, config: DINOv3Config, with_head: bool) -> str:
         # transformers has no DINOv3 classifier: a headed save still loads in DINOv3ViTModel (the head aside).
