@@ -26,7 +26,17 @@ VARIANTS = {  # name: (transformers class, its config class, config overrides)
     "plain": (T.Dinov2Model, T.Dinov2Config, {}),
     "registers": (T.Dinov2WithRegistersModel, T.Dinov2WithRegistersConfig, {"num_register_tokens": 2}),
     "swiglu": (T.Dinov2Model, T.Dinov2Config, {"use_swiglu_ffn": True}),
-    "plain_head": (T.Dinov2ForImageClassification, T.Dinov2Config, {"num_labels": 5}),
+    "plain_head": (  # with the other fields that change the maths
+        T.Dinov2ForImageClassification,
+        T.Dinov2Config,
+        {
+            "num_labels": 5,
+            "qkv_bias": False,
+            "use_mask_token": False,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+        },
+    ),
     "registers_head": (
         T.Dinov2WithRegistersForImageClassification,
         T.Dinov2WithRegistersConfig,
@@ -337,6 +347,12 @@ def test_constructor_arguments_and_bad_sizes():
     assert run(jnp.zeros((1, 9, 9, 3))).shape == (1, 15)  # the class token
     with pytest.raises(ValueError, match="not a positive multiple of the patch size 3x3"):
         run(jnp.zeros((1, 20, 21, 3)))
+    hf_config = T.Dinov2WithRegistersConfig(
+        **TINY, num_labels=3, architectures=["Dinov2WithRegistersForImageClassification"]
+    )
+    built = nnx.eval_shape(lambda: jimm.DINOv2Model.from_config(hf_config.to_dict(), sharding=None))
+    assert built.do_classification and built.config.patch_hw == (3, 3) and built.config.num_register_tokens == 4
+    assert built.classifier.kernel.shape == (30, 3)
     with pytest.raises(ValueError, match="mlp_dim=37 is not a multiple of hidden_size=15"):
         jimm.DINOv2Model(**{**small, "mlp_dim": 37})
     with pytest.raises(ValueError, match="interpolate_offset applies to plain DINOv2"):
