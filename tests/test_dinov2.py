@@ -283,6 +283,10 @@ def test_torch_hub_and_timm_state_dicts(tmp_path, layout):
         np.testing.assert_allclose(np.asarray(ours), ref, atol=ATOL, rtol=0, err_msg=str(size))
     file_model = jimm.DINOv2Model.from_pretrained(tmp_path / "model.safetensors")
     assert file_model.config == c
+    if layout == "hub_plain":  # the torch-hub download itself: a pickled state dict, read weights-only
+        torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "dinov2_vits14_pretrain.pth")
+        assert model_class(tmp_path / "dinov2_vits14_pretrain.pth") is jimm.DINOv2Model
+        assert_same_params(jimm.from_pretrained(tmp_path / "dinov2_vits14_pretrain.pth"), model)
 
 
 # -- bad input ------------------------------------------------------------------------------------------------------
