@@ -357,6 +357,11 @@ def test_constructor_arguments_and_bad_sizes():
     built = nnx.eval_shape(lambda: jimm.DINOv2Model.from_config(hf_config.to_dict(), sharding=None))
     assert built.do_classification and built.config.patch_hw == (3, 3) and built.config.num_register_tokens == 4
     assert built.classifier.kernel.shape == (30, 3)
+    drop = nnx.eval_shape(
+        lambda: jimm.DINOv2Model(config=jimm.DINOv2Config(drop_path_rate=0.2, hidden_dropout_prob=0.1))
+    )
+    assert drop.encoder.blocks.drop_path_rates == (np.float32(0.2),) * 12  # one rate in every block, as transformers
+    assert drop.encoder.pos_drop.rate == 0.1 and drop.encoder.config.dropout == 0.0  # hidden dropout: embeddings only
     with pytest.raises(ValueError, match="mlp_dim=37 is not a multiple of hidden_size=15"):
         jimm.DINOv2Model(**{**small, "mlp_dim": 37})
     with pytest.raises(ValueError, match="interpolate_offset applies to plain DINOv2"):

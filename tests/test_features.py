@@ -89,6 +89,28 @@ def test_attention_map_is_the_class_tokens_last_layer_attention(photos, dinov2_d
     assert pca.shape == (GRID, GRID, 3) and pca.min() == 0 and pca.max() == 1
 
 
+def test_dinov3_attention_map_uses_its_rope(tmp_path, photos):
+    torch.manual_seed(0)
+    config = T.DINOv3ViTConfig(
+        hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37, image_size=28,
+        patch_size=7, num_register_tokens=REGISTERS,
+    )  # fmt: skip
+    hf = T.DINOv3ViTModel(config).eval()
+    hf.save_pretrained(tmp_path)
+    model = jimm.from_pretrained(tmp_path)
+    processor = ImageProcessorConfig.for_model(model)  # DINOv3's processor: 28 x 28, no crop
+    pixels = preprocess(photos[1], processor)
+    features = extract(model, pixels, processor)
+    hf.config._attn_implementation = "eager"
+    with torch.no_grad():
+        out = hf(torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy()), output_attentions=True)
+    expected = out.attentions[-1][0].mean(0)[0, 1 + REGISTERS :].numpy().reshape(GRID, GRID)
+    np.testing.assert_allclose(features.attention, expected, atol=1e-6)
+    np.testing.assert_allclose(
+        features.patches, out.last_hidden_state[0, 1 + REGISTERS :].reshape(GRID, GRID, 24), atol=1e-5
+    )
+
+
 def test_any_family_with_patch_tokens_and_one_line_errors(tmp_path, photos):
     folder = tmp_path / "vit"
     hf_model(headless=True, image_size=28, patch_size=7).save_pretrained(folder)
