@@ -190,6 +190,8 @@ def test_bad_input_is_named(tmp_path, saved):
         (folder / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
         with pytest.raises(ValueError, match=message):
             cls.from_pretrained(folder)
+    with pytest.raises(TypeError, match="jimm.DINOv2Model needs config= a DINOv2Config, got DINOv3Config"):
+        jimm.DINOv2Model.from_pretrained(path, config=jimm.DINOv3Config())
     save_file({"layer.0.norm1.weight": np.zeros(24, np.float32)}, tmp_path / "bare.safetensors")
     with pytest.raises(FileNotFoundError, match="jimm.DINOv3Model needs an HF config.json"):
         jimm.DINOv3Model.from_pretrained(tmp_path / "bare.safetensors")

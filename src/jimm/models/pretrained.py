@@ -33,6 +33,7 @@ class Family:
     """What the shared loader needs from a family; subclasses override the methods that differ."""
 
     label: str = "jimm model"  # for messages: the class users call
+    config_class: type = object  # the family's config dataclass
     layers: tuple[tuple[str, ...], ...] = (("encoder", "blocks", "layers"),)
 
     def read_config(self, raw: dict[str, Any]):
@@ -107,6 +108,8 @@ def load_pretrained(
     that do not change the tensors, such as the resampling offset); `build_kwargs` go to the constructor.
     """
     source = os.fspath(name_or_path)
+    if config is not None and not isinstance(config, family.config_class):
+        raise TypeError(f"{family.label} needs config= a {family.config_class.__name__}, got {type(config).__name__}")
     weights, hf_config, preprocessor = locate(
         name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
     )

@@ -16,6 +16,7 @@ SWIGLU_IN = ".mlp.weights_in.weight"
 
 class DINOv2Family(Family):
     label = "jimm.DINOv2Model"
+    config_class = DINOv2Config
 
     def read_config(self, raw: dict[str, Any]) -> DINOv2Config:
         return DINOv2Config.from_hf_dict(raw)
@@ -44,8 +45,6 @@ class DINOv2Family(Family):
         return {}
 
     def open_foreign(self, raw, config, source):
-        if config is not None and not isinstance(config, DINOv2Config):
-            raise TypeError(f"config must be a DINOv2Config, got {type(config).__name__}")
         return formats.open_foreign(raw, config, source)
 
     def architecture(self, config: DINOv2Config, with_head: bool) -> str:

@@ -13,6 +13,7 @@ from .names import EMPTY_REGISTERS, classic_name, name_table
 
 class DINOv3Family(Family):
     label = "jimm.DINOv3Model"
+    config_class = DINOv3Config
 
     def read_config(self, raw: dict[str, Any]) -> DINOv3Config:
         return DINOv3Config.from_hf_dict(raw)
