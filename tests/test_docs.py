@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-NEEDS_MORE_THAN_THIS_MACHINE = ("google/vit-", "jax.distributed.initialize")  # hub downloads, a multi-host launch
+NEEDS_MORE_THAN_THIS_MACHINE = ("google/vit-", "facebook/dino", "jax.distributed.initialize")  # hub, multi-host
 
 
 def examples():

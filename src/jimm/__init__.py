@@ -3,11 +3,17 @@
 from .common import sharding
 from .common.attention import jax_attention, make_tokamax_attention, tokamax_attention
 from .common.sharding import NoSharding, ShardingSpec, ViTSharding
+from .models.dinov2 import DINOv2Config, DINOv2Model
+from .models.dinov3 import DINOv3Config, DINOv3Model
 from .models.registry import from_pretrained
 from .models.vit import VisionTransformer, ViTConfig
 from .text import Tokenizer
 
 __all__ = [
+    "DINOv2Config",
+    "DINOv2Model",
+    "DINOv3Config",
+    "DINOv3Model",
     "NoSharding",
     "ShardingSpec",
     "Tokenizer",

@@ -173,9 +173,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ValueError(
                 "--image-size and --dropout apply to --model (from scratch); --from keeps the checkpoint's"
             )
-        model = from_pretrained(
-            args.from_model, id2label=labels, dtype=dtype, rngs=nnx.Rngs(args.seed), sharding=None
-        )
+        model = from_pretrained(args.from_model, id2label=labels, dtype=dtype, rngs=nnx.Rngs(args.seed), sharding=None)
         processor = ImageProcessorConfig.for_model(model)
     else:
         image_size = args.image_size or (16 if args.data == "digits" else 224)
@@ -261,6 +259,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"try: jimm predict {result.model_dir} {result.predictions[0][0]}")
 
 
+def cmd_features(args: argparse.Namespace) -> None:
+    from .vis.features import write_features
+
+    for path in write_features(args.model, args.images, args.out):
+        print(path)
+
+
 # -- parser -----------------------------------------------------------------------------------------------------
 
 
@@ -334,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=_positive_int, default=5)
     p.add_argument("--torch", action="store_true", help="also time transformers (torch) side by side")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("features", help="patch features (.npy), their PCA picture and the CLS attention per image")
+    p.add_argument("model", help="model folder, weights file or hub id (any family with patch tokens)")
+    p.add_argument("images", nargs="+", help="JPEG/PNG files")
+    p.add_argument("--out", required=True, help="folder for NAME_features.npy, NAME_pca.png, NAME_attention.png")
+    p.set_defaults(fn=cmd_features)
 
     p = sub.add_parser("demo", help="train a small ViT on the built-in digits, then predict (offline, ~1 min)")
     p.add_argument("--out", default="jimm-demo", help="run folder (rerun to resume)")

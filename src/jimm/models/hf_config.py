@@ -48,6 +48,19 @@ IGNORED_HF_KEYS = frozenset(
     }
 )
 LABEL_KEYS = frozenset({"id2label", "label2id", "num_labels"})
+# transformers' backbone fields (`*Backbone` feature-map outputs): accepted by families with a backbone class.
+BACKBONE_KEYS = frozenset(
+    {
+        "out_features",
+        "out_indices",
+        "_out_features",
+        "_out_indices",
+        "stage_names",
+        "apply_layernorm",
+        "reshape_hidden_states",
+        "return_class_token",
+    }
+)
 
 
 def check_fields(
@@ -103,6 +116,42 @@ def check_types(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
         raise ValueError("config.json has fields of the wrong type: " + "; ".join(problems))
 
 
+def pair(value: Any, field: str) -> tuple[int, int]:
+    """An HF size field (`image_size`, `patch_size`): an int, or `[height, width]`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"{field} must be an int or [height, width], got {value!r}")
+
+
+def check_values(owner: str, config: Any, *, positive: Iterable[str] = (), unit: Iterable[str] = ()) -> None:
+    """Raise naming the field when one of `positive` is not a positive int or one of `unit` is not in [0, 1)."""
+    for name in positive:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
+    for name in unit:
+        value = getattr(config, name)
+        if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{owner}.{name} must be in [0, 1), got {value!r}")
+
+
+def check_labels(owner: str, num_labels: Any, id2label: Mapping | None) -> dict[int, str] | None:
+    """`id2label` with int keys, checked against `num_labels` (ids exactly 0..num_labels-1)."""
+    if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 0:
+        raise ValueError(f"{owner}.num_labels must be a non-negative int, got {num_labels!r}")
+    if id2label is None:
+        return None
+    labels = {int(k): str(v) for k, v in id2label.items()}
+    if sorted(labels) != list(range(num_labels)):
+        raise ValueError(
+            f"{owner}.id2label must have exactly the ids 0..{num_labels - 1} (num_labels={num_labels}), "
+            f"got {len(labels)} ids"
+        )
+    return labels
+
+
 def read_labels(config: Mapping[str, Any], *, default_num_labels: int = 2) -> tuple[int, dict[int, str] | None]:
     """`(num_labels, id2label)` as transformers reads them; HF's placeholder names `LABEL_i` become None."""
     id2label = config.get("id2label")
@@ -133,3 +182,14 @@ def write_labels(labels: Mapping[int, str]) -> dict[str, Any]:
 
 
 __all__ = ["IGNORED_HF_KEYS", "check_fields", "check_types", "labels_or_placeholders", "read_labels", "write_labels"]
+__all__ = [
+    "BACKBONE_KEYS",
+    "IGNORED_HF_KEYS",
+    "check_fields",
+    "check_labels",
+    "check_values",
+    "labels_or_placeholders",
+    "pair",
+    "read_labels",
+    "write_labels",
+]

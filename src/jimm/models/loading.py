@@ -1,22 +1,26 @@
 """What every family's `from_pretrained` shares: the classifier-head policy and the strict streaming load.
 
-A family opens its checkpoint (names normalised to its canonical table), reads its config, and calls
-`load_model` with its name table and a builder; this module checks the tensors, builds the model
-abstractly, streams the tensors in, and fills what the checkpoint does not hold (dropout RNG streams, a
+A family finds its files (`locate`), opens its checkpoint (names normalised to its canonical table), reads its
+config, and calls `load_model` with its name table and a builder; this module checks the tensors, builds the
+model abstractly, streams the tensors in, and fills what the checkpoint does not hold (dropout RNG streams, a
 new head) without compiling a constructor.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
+from ..io.resolve import CONFIG, PYTORCH, SAFETENSORS, resolve_model
 from ..io.state import (
     Slot,
     abstract_model,
@@ -29,6 +33,51 @@ from ..io.state import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".npz")
+
+
+def _is_hf_config(path: Path) -> bool:
+    """True for an HF `config.json` (it has `model_type`); a timm folder's config.json has none."""
+    if not path.is_file():
+        return False
+    try:
+        raw = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise ValueError(f"{path} is not a config file: its JSON is nested too deeply") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} holds a JSON {type(raw).__name__}, not an object; a config.json is a JSON object")
+    return "model_type" in raw
+
+
+def locate(
+    name_or_path, *, prefer_pytorch: bool, revision, token, cache_dir
+) -> tuple[list[Path], Path | None, Path | None]:
+    """(weight files, HF config.json or None, preprocessor_config.json or None) for a file, folder or hub id."""
+    path = Path(os.path.expanduser(os.fspath(name_or_path)))
+    if path.is_file():
+        if path.suffix not in WEIGHT_SUFFIXES:
+            raise ValueError(
+                f"{path} is not a weights file ({', '.join(WEIGHT_SUFFIXES)}); pass the model folder "
+                f"that holds config.json and the weights (e.g. {path.parent})"
+            )
+        return [path], None, None
+    if path.is_dir() and not _is_hf_config(path / CONFIG):  # a timm folder (its config.json has no model_type) or npz
+        for name in [PYTORCH, SAFETENSORS] if prefer_pytorch else [SAFETENSORS, PYTORCH]:
+            if (path / name).is_file():
+                return [path / name], None, None
+        npz = sorted(path.glob("*.npz"))
+        if len(npz) == 1:
+            return npz, None, None
+        raise FileNotFoundError(f"{path} has no HF config.json and no single {SAFETENSORS}, {PYTORCH} or .npz file")
+    resolved = resolve_model(
+        name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
+    )
+    hf = resolved.config if _is_hf_config(resolved.config) else None
+    return resolved.weights, hf, resolved.preprocessor
 
 
 def decide_head(
@@ -158,4 +207,12 @@ def load_model(
     return assemble(graphdef, variables, filled)
 
 
-__all__ = ["check_depth", "decide_head", "fresh_params_of", "head_permutation", "load_model", "permute_rows"]
+__all__ = [
+    "check_depth",
+    "decide_head",
+    "fresh_params_of",
+    "head_permutation",
+    "load_model",
+    "locate",
+    "permute_rows",
+]

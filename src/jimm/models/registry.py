@@ -19,14 +19,25 @@ from ..io.resolve import CONFIG, looks_local, resolve_model
 MODEL_TYPES: dict[str, str] = {
     "vit": "jimm.models.vit:VisionTransformer",
     "deit": "jimm.models.vit:VisionTransformer",
+    "dinov2": "jimm.models.dinov2:DINOv2Model",
+    "dinov2_with_registers": "jimm.models.dinov2:DINOv2Model",
+    "dinov3_vit": "jimm.models.dinov3:DINOv3Model",
 }
 # (model_type, architecture) -> "module:Class", where an architecture picks another class than its model_type.
 ARCHITECTURES: dict[tuple[str, str], str] = {}
 # (predicate over tensor names, "module:Class"), tried in order for checkpoints without an HF config.json.
 LAYOUTS: list[tuple[Any, str]] = [
     (lambda names: any(n.endswith("embedding/kernel") for n in names), "jimm.models.vit:VisionTransformer"),
+    # torch-hub DINOv2 (`mask_token`, `register_tokens`, SwiGLU `w12`); timm's DINOv2 names are a timm ViT's
+    (lambda names: _dinov2_hub(names), "jimm.models.dinov2:DINOv2Model"),
     (lambda names: "patch_embed.proj.weight" in names, "jimm.models.vit:VisionTransformer"),
 ]
+
+
+def _dinov2_hub(names) -> bool:
+    from .dinov2.formats import HUB, detect
+
+    return detect(names) == HUB
 
 
 def _load_class(target: str) -> type:

@@ -18,27 +18,11 @@ from ...io.resolve import CONFIG, PREPROCESSOR
 from ...io.save import save_model_folder
 from ...io.state import CheckpointMismatchError, tensors_to_save
 from ..loading import check_depth, decide_head, fresh_params_of, head_permutation, load_model, permute_rows
+from ..views import Renamed
 from .config import ViTConfig
 from .names import LAYERS, POOLER, classic_name, head_name, model_prefix, name_table
 
 logger = logging.getLogger(__name__)
-
-
-class _Renamed:
-    """A checkpoint view under classic names (transformers-v5 in-memory names renamed)."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.names = {classic_name(name): name for name in raw.entries()}
-        if len(self.names) != len(raw.entries()):
-            raise ValueError("checkpoint holds both classic and transformers-v5 names for the same tensors")
-
-    def entries(self):
-        entries = self.raw.entries()
-        return {ours: entries[theirs] for ours, theirs in self.names.items()}
-
-    def read(self, name, out=None):
-        return self.raw.read(self.names[name], out=out)
 
 
 def load_pretrained(
@@ -72,7 +56,7 @@ def load_pretrained(
         name_or_path, config=config, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
     )
     with checkpoint:
-        view = _Renamed(checkpoint)
+        view = Renamed(checkpoint, classic_name)
         if img_size is not None:  # resample once at load time: the saved config then records the new size
             old_grid = config.grid_hw
             config = config.replace(image_size=tuple(img_size) if isinstance(img_size, list | tuple) else img_size)

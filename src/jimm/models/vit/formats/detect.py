@@ -8,19 +8,18 @@ npz) it is inferred from the tensor shapes.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ....io.checkpoint import CheckpointSource, PrefixStripped, open_checkpoint
-from ....io.resolve import CONFIG, PYTORCH, SAFETENSORS, resolve_model
+from ....io.resolve import CONFIG
+from ...loading import locate
 from ..config import ViTConfig
 from . import ConvertedSource
 from . import big_vision as bv
 from . import timm as timm_format
 
 FORMATS = ("hf", "timm", "big_vision")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".npz")
 HF_MARKER = "embeddings.patch_embeddings.projection.weight"
 
 
@@ -48,48 +47,6 @@ def _as_config(config: ViTConfig | str | None) -> ViTConfig | None:
 
         return config_for(config)
     raise TypeError(f"config must be a ViTConfig or a variant name like 'B/16', got {type(config).__name__}")
-
-
-def _is_hf_config(path: Path) -> bool:
-    """True for an HF `config.json` (it has `model_type`); a timm folder's config.json has none."""
-    if not path.is_file():
-        return False
-    try:
-        raw = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    except RecursionError as err:
-        raise ValueError(f"{path} is not a config file: its JSON is nested too deeply") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} holds a JSON {type(raw).__name__}, not an object; a config.json is a JSON object")
-    return "model_type" in raw
-
-
-def locate(
-    name_or_path, *, prefer_pytorch: bool, revision, token, cache_dir
-) -> tuple[list[Path], Path | None, Path | None]:
-    """(weight files, HF config.json or None, preprocessor_config.json or None) for a file, folder or hub id."""
-    path = Path(os.path.expanduser(os.fspath(name_or_path)))
-    if path.is_file():
-        if path.suffix not in WEIGHT_SUFFIXES:
-            raise ValueError(
-                f"{path} is not a weights file ({', '.join(WEIGHT_SUFFIXES)}); pass the model folder "
-                f"that holds config.json and the weights (e.g. {path.parent})"
-            )
-        return [path], None, None
-    if path.is_dir() and not _is_hf_config(path / CONFIG):  # a timm folder (its config.json has no model_type) or npz
-        for name in [PYTORCH, SAFETENSORS] if prefer_pytorch else [SAFETENSORS, PYTORCH]:
-            if (path / name).is_file():
-                return [path / name], None, None
-        npz = sorted(path.glob("*.npz"))
-        if len(npz) == 1:
-            return npz, None, None
-        raise FileNotFoundError(f"{path} has no HF config.json and no single {SAFETENSORS}, {PYTORCH} or .npz file")
-    resolved = resolve_model(
-        name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
-    )
-    hf = resolved.config if _is_hf_config(resolved.config) else None
-    return resolved.weights, hf, resolved.preprocessor
 
 
 def _missing_hf_config(path: Path) -> str:
@@ -141,4 +98,4 @@ def open_model(
         raise
 
 
-__all__ = ["FORMATS", "detect_format", "locate", "open_model"]
+__all__ = ["FORMATS", "detect_format", "open_model"]
