@@ -208,9 +208,13 @@ def test_new_head_only_when_asked_and_said(tmp_path, hf, saved, caplog):
     for key in p_same:
         if key[0] != "classifier":
             np.testing.assert_array_equal(p_same[key], p_new[key])
-    relabelled = jimm.VisionTransformer.from_pretrained(saved, id2label={0: "a", 1: "b", 2: "c", 3: "d"})
-    np.testing.assert_array_equal(params_of(relabelled)[("classifier", "kernel")], p_same[("classifier", "kernel")])
-    assert relabelled.config.labels[3] == "d"
+    # other class names (same count): a new head too, and said; the same names keep the head (reordered if needed)
+    with caplog.at_level(logging.WARNING, logger="jimm"):
+        relabelled = jimm.VisionTransformer.from_pretrained(saved, id2label={0: "a", 1: "b", 2: "c", 3: "d"})
+    assert "replacing the classifier head (new label names)" in caplog.text and relabelled.config.labels[3] == "d"
+    assert not np.array_equal(params_of(relabelled)[("classifier", "kernel")], p_same[("classifier", "kernel")])
+    kept = jimm.VisionTransformer.from_pretrained(saved, id2label={0: "cat", 1: "dog", 2: "fox", 3: "owl"})
+    np.testing.assert_array_equal(params_of(kept)[("classifier", "kernel")], p_same[("classifier", "kernel")])
 
 
 def test_headless_checkpoint_needs_explicit_head(tmp_path):
