@@ -14,6 +14,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
+from . import init as initializers
 from .attention import xla_attention
 from .sharding import ShardingSpec
 from .transformer import MLP, LayerNorm, default_kernel_init
@@ -37,7 +38,7 @@ class MAPHead(nnx.Module):
     ):
         n, h = num_heads, dim // num_heads
         self.dtype = dtype
-        zeros = nnx.initializers.zeros_init()
+        zeros = initializers.zeros
         self.probe = nnx.Param(default_kernel_init(rngs.params(), (1, 1, dim), param_dtype))
         self.q_kernel = nnx.Param(default_kernel_init(rngs.params(), (dim, n, h), param_dtype))
         self.q_bias = nnx.Param(zeros(rngs.params(), (n, h), param_dtype))

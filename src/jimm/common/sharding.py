@@ -220,6 +220,14 @@ def with_sharding(init: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
     return init if spec is None else nnx.with_partitioning(init, spec)
 
 
+def place(value: jax.Array, spec) -> jax.Array:
+    """`value` on `spec` under the active mesh (replicated when `spec` is None); unchanged without a mesh."""
+    if active_mesh() is None:
+        return value
+    spec = P() if spec is None else spec if isinstance(spec, P) else P(*spec)  # vmap metadata: a tuple
+    return jax.device_put(value, jax.sharding.NamedSharding(jax.sharding.get_mesh(), spec))
+
+
 def _explicit(mesh) -> bool:
     return mesh is not None and all(t == jax.sharding.AxisType.Explicit for t in mesh.axis_types)
 

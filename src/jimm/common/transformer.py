@@ -16,8 +16,9 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Bool, Float
 
+from . import init as initializers
 from .attention import AttentionFn, apply_attention_weights, attention_weights, check_dropout_support, xla_attention
-from .sharding import ShardingSpec, Spec, active_mesh, check_fits, gather_for, shard, with_sharding
+from .sharding import ShardingSpec, Spec, active_mesh, check_fits, gather_for, place, shard, with_sharding
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     # HF "gelu" is the exact erf GELU; "gelu_new" and "gelu_pytorch_tanh" are the tanh approximation.
@@ -29,7 +30,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "silu": jax.nn.silu,
 }
 
-default_kernel_init = nnx.initializers.truncated_normal(stddev=0.02)
+default_kernel_init = initializers.default_kernel_init  # trunc normal, std 0.02 (HF's initializer_range)
 
 
 def einsum(equation: str, x: jax.Array, kernel: jax.Array, out_spec: Spec) -> jax.Array:
@@ -60,8 +61,8 @@ class LayerNorm(nnx.LayerNorm):
             use_fast_variance=False,
             dtype=dtype,
             param_dtype=param_dtype,
-            scale_init=with_sharding(nnx.initializers.ones_init(), spec),
-            bias_init=with_sharding(nnx.initializers.zeros_init(), spec),
+            scale_init=with_sharding(initializers.ones, spec),
+            bias_init=with_sharding(initializers.zeros, spec),
             rngs=rngs,
         )
 
@@ -106,7 +107,7 @@ class Attention(nnx.Module):
         self.qkv_kernel = nnx.Param(
             with_sharding(default_kernel_init, sharding.qkv_kernel)(key, (dim, 3, num_heads, head_dim), param_dtype)
         )
-        zeros = nnx.initializers.zeros_init()
+        zeros = initializers.zeros
         self.qkv_bias = (
             nnx.Param(
                 with_sharding(zeros, sharding.qkv_bias)(key, (len(self.bias_slots), num_heads, head_dim), param_dtype)
@@ -265,7 +266,7 @@ class MLP(nnx.Module):
     ):
         self.act = ACTIVATIONS[act]
         self.dtype, self.sharding = dtype, sharding
-        zeros = nnx.initializers.zeros_init()
+        zeros = initializers.zeros
         self.fc1_kernel = nnx.Param(
             with_sharding(default_kernel_init, sharding.mlp_in_kernel)(rngs.params(), (dim, hidden), param_dtype)
         )
@@ -309,7 +310,7 @@ class GatedMLP(nnx.Module):
     ):
         self.act = ACTIVATIONS[act]
         self.dtype, self.sharding = dtype, sharding
-        zeros = nnx.initializers.zeros_init()
+        zeros = initializers.zeros
         self.gate_up_kernel = nnx.Param(
             with_sharding(default_kernel_init, _insert_axis(sharding.mlp_in_kernel, 1))(
                 rngs.params(), (dim, 2, hidden), param_dtype
@@ -357,7 +358,7 @@ class LayerScale(nnx.Module):
     """Per-channel scale of a residual branch, `gamma * x` (CaiT, Touvron et al., 2021; timm's `ls1`/`ls2`)."""
 
     def __init__(self, dim: int, init_value: float, *, param_dtype: DTypeLike):
-        self.gamma = nnx.Param(jnp.full((dim,), init_value, param_dtype))
+        self.gamma = nnx.Param(jnp.asarray(np.full((dim,), init_value, np.dtype(param_dtype))))
 
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
         return x * self.gamma[...].astype(x.dtype)
@@ -461,6 +462,37 @@ class Block(nnx.Module):
         return (x, weights) if return_attention_weights else x
 
 
+def _vmapped_blocks(num_layers: int, block_kwargs: dict, rngs: nnx.Rngs) -> Block:
+    """`num_layers` blocks with stacked `[L, ...]` parameters, built by vmapping the constructor (traced)."""
+
+    @nnx.split_rngs(splits=num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: None})
+    def make_blocks(rngs: nnx.Rngs) -> Block:
+        return Block(rngs=rngs, **block_kwargs)
+
+    return make_blocks(rngs)
+
+
+def stack_blocks(blocks: list[Block], num_layers: int, block_kwargs: dict) -> Block:
+    """Per-layer blocks -> one block with stacked `[L, ...]` variables, as `_vmapped_blocks` would build it.
+
+    The stacked graph (and each variable's metadata, e.g. the sharding with its leading layer axis) comes
+    from tracing the vmapped constructor abstractly; the values are the blocks' own, stacked on the host.
+    """
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: _vmapped_blocks(num_layers, block_kwargs, nnx.Rngs(0))))
+    per_layer = [dict(nnx.to_flat_state(nnx.state(block))) for block in blocks]
+    filled = []
+    for path, variable in nnx.to_flat_state(abstract):
+        values = [layer[path].get_value() for layer in per_layer]
+        if isinstance(variable, nnx.RngKey):
+            data = np.stack([np.asarray(jax.random.key_data(v)) for v in values])
+            stacked = jax.random.wrap_key_data(data, impl=jax.random.key_impl(values[0]))
+        else:
+            stacked = jnp.asarray(np.stack([np.asarray(v) for v in values]))
+        filled.append((path, variable.replace(value=place(stacked, variable.get_metadata().get("out_sharding")))))
+    return nnx.merge(graphdef, nnx.from_flat_state(filled))
+
+
 # Policies of `jax.checkpoint_policies` that take no arguments, by name.
 REMAT_POLICIES: tuple[str, ...] = (
     "nothing_saveable",
@@ -520,14 +552,13 @@ class Encoder(nnx.Module):
 
         if not scan_layers:
             self.layers = nnx.List([Block(rngs=rngs, **block_kwargs) for _ in range(num_layers)])
+        elif initializers.is_concrete(rngs.params.key[...]):
+            # Eager: build the blocks one by one (numpy initialisers, nothing compiled) and stack them, rather
+            # than vmapping the constructor, which would compile a random-number kernel per parameter shape.
+            blocks = [Block(rngs=rngs, **block_kwargs) for _ in range(num_layers)]
+            self.layers = stack_blocks(blocks, num_layers, block_kwargs)
         else:
-
-            @nnx.split_rngs(splits=num_layers)
-            @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: None})
-            def make_blocks(rngs: nnx.Rngs) -> Block:
-                return Block(rngs=rngs, **block_kwargs)
-
-            self.layers = make_blocks(rngs)
+            self.layers = _vmapped_blocks(num_layers, block_kwargs, rngs)
 
     def __call__(
         self,

@@ -26,6 +26,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
+from . import init as initializers
 from .attention import AttentionFn
 from .pooling import MAPHead
 from .resample import RESAMPLE_MODES, resample_pos_embed
@@ -196,7 +197,7 @@ class PatchEmbed(nnx.Module):
         self.kernel = nnx.Param(
             with_sharding(default_kernel_init, sharding.patch_kernel)(rngs.params(), shape, param_dtype)
         )
-        zeros = with_sharding(nnx.initializers.zeros_init(), sharding.patch_bias)
+        zeros = with_sharding(initializers.zeros, sharding.patch_bias)
         self.bias = nnx.Param(zeros(rngs.params(), (config.hidden_size,), param_dtype)) if config.patch_bias else None
         self.patch_hw, self.dtype, self.out_spec = (ph, pw), dtype, sharding.act_btd
 
@@ -261,7 +262,7 @@ class VisionTower(nnx.Module):
         self.cls_token = token((1, 1, d), sharding.cls_token) if c.class_token else None
         self.dist_token = token((1, 1, d), sharding.cls_token) if c.distilled else None
         self.reg_token = token((1, c.num_register_tokens, d)) if c.num_register_tokens else None
-        self.mask_token = token((1, d), init=nnx.initializers.zeros_init()) if c.mask_token else None
+        self.mask_token = token((1, d), init=initializers.zeros) if c.mask_token else None
         self.pos_embed = token((1, c.num_pos_embed, d), sharding.pos_embed) if c.position == "learned" else None
         self.pos_drop = nnx.Dropout(
             c.dropout if c.embed_dropout is None else c.embed_dropout, deterministic=True, rngs=rngs

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
+from ..common import init as initializers
 from ..common.sharding import resolve_sharding, shard, with_sharding
 from ..common.transformer import default_kernel_init, einsum
 from ..common.vision import VisionFeatures, VisionTower
@@ -74,7 +75,7 @@ class BackboneModel(VisionFeatures, nnx.Module):
                 dtype=dtype,
                 param_dtype=param_dtype,
                 kernel_init=with_sharding(default_kernel_init, sharding.proj_kernel),
-                bias_init=with_sharding(nnx.initializers.zeros_init(), sharding.proj_bias),
+                bias_init=with_sharding(initializers.zeros, sharding.proj_bias),
                 rngs=rngs,
             )
             if do_classification

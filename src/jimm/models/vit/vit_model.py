@@ -18,6 +18,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
+from ...common import init as initializers
 from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding, shard, with_sharding
 from ...common.transformer import default_kernel_init, einsum
 from ...common.vision import VisionFeatures, VisionTower
@@ -137,7 +138,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
                 dtype=dtype,
                 param_dtype=param_dtype,
                 kernel_init=with_sharding(default_kernel_init, sharding.proj_kernel),
-                bias_init=with_sharding(nnx.initializers.zeros_init(), sharding.proj_bias),
+                bias_init=with_sharding(initializers.zeros, sharding.proj_bias),
                 rngs=rngs,
             )
             self.classifier = nnx.Linear(config.hidden_size, config.num_labels, **head)
