@@ -3,13 +3,21 @@
 from .common import sharding
 from .common.attention import jax_attention, make_tokamax_attention, tokamax_attention
 from .common.sharding import NoSharding, ShardingSpec, ViTSharding
+from .models.clip import CLIP, CLIPTextModel, CLIPVisionModel
 from .models.registry import from_pretrained
+from .models.siglip import SigLIP, SigLIPTextModel, SigLIPVisionModel
 from .models.vit import VisionTransformer, ViTConfig
 from .text import Tokenizer
 
 __all__ = [
+    "CLIP",
+    "CLIPTextModel",
+    "CLIPVisionModel",
     "NoSharding",
     "ShardingSpec",
+    "SigLIP",
+    "SigLIPTextModel",
+    "SigLIPVisionModel",
     "Tokenizer",
     "ViTConfig",
     "ViTSharding",

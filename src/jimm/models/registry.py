@@ -19,9 +19,20 @@ from ..io.resolve import CONFIG, looks_local, resolve_model
 MODEL_TYPES: dict[str, str] = {
     "vit": "jimm.models.vit:VisionTransformer",
     "deit": "jimm.models.vit:VisionTransformer",
+    "clip": "jimm.models.clip:CLIP",
+    "clip_vision_model": "jimm.models.clip:CLIPVisionModel",
+    "clip_text_model": "jimm.models.clip:CLIPTextModel",
+    "siglip": "jimm.models.siglip:SigLIP",  # SigLIP 2 fixed-resolution checkpoints are model_type "siglip" too
+    "siglip_vision_model": "jimm.models.siglip:SigLIPVisionModel",
+    "siglip_text_model": "jimm.models.siglip:SigLIPTextModel",
 }
 # (model_type, architecture) -> "module:Class", where an architecture picks another class than its model_type.
-ARCHITECTURES: dict[tuple[str, str], str] = {}
+ARCHITECTURES: dict[tuple[str, str], str] = {
+    ("clip", "CLIPForImageClassification"): "jimm.models.clip:CLIPVisionModel",
+    ("clip", "CLIPVisionModelWithProjection"): "jimm.models.clip:CLIPVisionModel",
+    ("clip", "CLIPTextModelWithProjection"): "jimm.models.clip:CLIPTextModel",
+    ("siglip", "SiglipForImageClassification"): "jimm.models.siglip:SigLIPVisionModel",
+}
 # (predicate over tensor names, "module:Class"), tried in order for checkpoints without an HF config.json.
 LAYOUTS: list[tuple[Any, str]] = [
     (lambda names: any(n.endswith("embedding/kernel") for n in names), "jimm.models.vit:VisionTransformer"),
