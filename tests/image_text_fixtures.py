@@ -16,10 +16,11 @@ import torch
 from tokenizer_fixtures import make_clip_tokenizer, make_siglip2_tokenizer, make_siglip_tokenizer
 
 CLIP_VISION = dict(
-    hidden_size=18, intermediate_size=23, num_hidden_layers=2, num_attention_heads=3, image_size=30, patch_size=5
+    hidden_size=18, intermediate_size=23, num_hidden_layers=2, num_attention_heads=3, image_size=30, patch_size=5,
+    projection_dim=11,
 )
 CLIP_TEXT = dict(hidden_size=20, intermediate_size=13, num_hidden_layers=2, num_attention_heads=4,
-                 max_position_embeddings=16, hidden_act="gelu")  # fmt: skip
+                 max_position_embeddings=16, hidden_act="gelu", projection_dim=11)  # fmt: skip
 SIGLIP_VISION = dict(
     hidden_size=21, intermediate_size=17, num_hidden_layers=2, num_attention_heads=3, image_size=28, patch_size=4
 )

@@ -29,8 +29,6 @@ MODEL_TYPES: dict[str, str] = {
 # (model_type, architecture) -> "module:Class", where an architecture picks another class than its model_type.
 ARCHITECTURES: dict[tuple[str, str], str] = {
     ("clip", "CLIPForImageClassification"): "jimm.models.clip:CLIPVisionModel",
-    ("clip", "CLIPVisionModelWithProjection"): "jimm.models.clip:CLIPVisionModel",
-    ("clip", "CLIPTextModelWithProjection"): "jimm.models.clip:CLIPTextModel",
     ("siglip", "SiglipForImageClassification"): "jimm.models.siglip:SigLIPVisionModel",
 }
 # (predicate over tensor names, "module:Class"), tried in order for checkpoints without an HF config.json.

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
@@ -334,11 +335,12 @@ class ImageTextModel(_Family, ImageEncoder, TextEncoder, VisionFeatures, nnx.Mod
         """`exp(logit_scale) * cos(image, text)` (+ `logit_bias`), image by text."""
         image = image_embeds / jnp.linalg.norm(image_embeds, axis=-1, keepdims=True)
         text = text_embeds / jnp.linalg.norm(text_embeds, axis=-1, keepdims=True)
+        text = shard(text, PartitionSpec(None, None), "text embeddings")  # every image meets every text: gather them
         scale = jnp.exp(self.logit_scale[...].astype(jnp.float32)).reshape(())
         logits = jnp.einsum("IP,JP->IJ", image.astype(jnp.float32), text.astype(jnp.float32)) * scale
         if self.logit_bias is not None:
             logits = logits + self.logit_bias[...].astype(jnp.float32).reshape(())
-        return logits
+        return shard(logits, self.out_spec)
 
     def probabilities(self, logits: Float[Array, "I J"]) -> Float[Array, "I J"]:
         """Zero-shot probabilities from logits: a softmax over the texts (CLIP) or a sigmoid per pair (SigLIP)."""
@@ -398,7 +400,7 @@ class VisionModel(_Family, ImageEncoder, VisionFeatures, nnx.Module):
         self.classifier = self._linear(d, parts.num_labels, bias=True, **linear) if do_classification else None
 
     @classmethod
-    def parts(cls, config, *, with_projection: bool, do_classification: bool) -> Parts:
+    def parts(cls, config, *, with_projection: bool = False, do_classification: bool = False) -> Parts:
         return Parts(
             vision=config.vision_config.tower(),
             visual_projection=config.vision_config.projection_dim if with_projection else None,
@@ -467,7 +469,7 @@ class TextModel(_Family, TextEncoder, nnx.Module):
         self.text_projection = self._linear(parts.text.hidden_size, p, **linear) if p is not None else None
 
     @classmethod
-    def parts(cls, config, *, with_projection: bool) -> Parts:
+    def parts(cls, config, *, with_projection: bool = False) -> Parts:
         return Parts(
             text=config.text_config.tower(),
             text_projection=config.text_config.projection_dim if with_projection else None,
