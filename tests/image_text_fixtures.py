@@ -16,7 +16,12 @@ import torch
 from tokenizer_fixtures import make_clip_tokenizer, make_siglip2_tokenizer, make_siglip_tokenizer
 
 CLIP_VISION = dict(
-    hidden_size=18, intermediate_size=23, num_hidden_layers=2, num_attention_heads=3, image_size=30, patch_size=5,
+    hidden_size=18,
+    intermediate_size=23,
+    num_hidden_layers=2,
+    num_attention_heads=3,
+    image_size=30,
+    patch_size=5,
     projection_dim=11,
 )
 CLIP_TEXT = dict(hidden_size=20, intermediate_size=13, num_hidden_layers=2, num_attention_heads=4,

@@ -75,7 +75,9 @@ def test_pair_round_trips_both_ways(saved, tmp_path):
     same_state(back, hf)
     again = load(tmp_path / "ours")
     assert all(np.array_equal(a, params(again)[k]) for k, a in params(model).items())
-    assert (tmp_path / "ours" / "preprocessor_config.json").read_text() == (path / "preprocessor_config.json").read_text()
+    assert (tmp_path / "ours" / "preprocessor_config.json").read_text() == (
+        path / "preprocessor_config.json"
+    ).read_text()
     assert np.array_equal(again.tokenize(PROMPTS), model.tokenize(PROMPTS))  # the tokenizer files travel along
     written = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert written["architectures"] == [f"{'CLIP' if kind == 'clip' else 'Siglip'}Model"]
@@ -160,7 +162,7 @@ def test_classifier_head_saves_as_transformers_classifier(kind, tmp_path):
 
 
 def test_strict_loading_lists_every_problem_and_ignores_position_ids(saved, tmp_path):
-    kind, _, path = saved
+    _, _, path = saved
     tensors = load_file(path / "model.safetensors")
     tensors["vision_model.embeddings.position_ids"] = np.arange(10)[None]  # old files: accepted, ignored
     tensors["text_model.embeddings.position_ids"] = np.arange(7)[None]
@@ -247,7 +249,9 @@ SHARDED = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "shape", "names", "preset"), SHARDED, ids=["clip-fsdp", "siglip-fsdp_tp", "siglip-dp"])
+@pytest.mark.parametrize(
+    ("kind", "shape", "names", "preset"), SHARDED, ids=["clip-fsdp", "siglip-fsdp_tp", "siglip-dp"]
+)
 def test_both_towers_shard_under_the_presets(kind, shape, names, preset, tmp_path):
     quiet_transformers()
     torch.manual_seed(5)

@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, help="override the demo's step count")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo)
+
+    from .cli_image_text import add_commands  # zero-shot, embed
+
+    add_commands(sub)
     return parser
 
 
