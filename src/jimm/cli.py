@@ -54,10 +54,10 @@ def _quiet_logs() -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from .data.preprocess import ImageProcessorConfig
-    from .models.vit import VisionTransformer
+    from .models.registry import from_pretrained
     from .train.evaluate import predict_files
 
-    model = VisionTransformer.from_pretrained(args.model, sharding=None)
+    model = from_pretrained(args.model, sharding=None)
     processor = ImageProcessorConfig.for_model(model)
     for path, top in zip(args.images, predict_files(model, args.images, processor, top_k=args.top_k), strict=True):
         print(path)
@@ -76,6 +76,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from flax import nnx
 
     from .data.preprocess import ImageProcessorConfig
+    from .models.registry import image_classifier_class
     from .models.vit import VisionTransformer
     from .train.config import TrainConfig, parse_size
     from .train.trainer import train
@@ -90,6 +91,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay,
         clip_norm=args.clip_norm,
         label_smoothing=args.label_smoothing,
+        head_only=args.head_only,
         bf16=args.bf16,
         seed=args.seed,
         shift=args.shift if args.shift is not None else 0,
@@ -108,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ValueError(
                 "--image-size and --dropout apply to --model (from scratch); --from keeps the checkpoint's"
             )
-        model = VisionTransformer.from_pretrained(
+        model = image_classifier_class(args.from_model).from_pretrained(  # CLIP / SigLIP: the vision tower
             args.from_model, id2label=labels, dtype=dtype, rngs=nnx.Rngs(args.seed), sharding=None
         )
         processor = ImageProcessorConfig.for_model(model)
@@ -136,10 +138,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from .data.datasets import pick_split
     from .data.preprocess import ImageProcessorConfig
-    from .models.vit import VisionTransformer
+    from .models.registry import from_pretrained
     from .train.evaluate import evaluate
 
-    model = VisionTransformer.from_pretrained(args.model, sharding=None)
+    model = from_pretrained(args.model, sharding=None)
     splits = _load_splits(args)
     name = args.split or next(s for s in ("test", "validation", "train") if s in splits)
     scores = evaluate(
@@ -226,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--clip-norm", type=float, default=1.0, help="0 disables")
     p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--head-only", action="store_true", help="train only the new classifier (a linear probe)")
     p.add_argument("--dropout", type=float, default=0.0, help="from scratch only")
     p.add_argument("--bf16", action="store_true", help="bf16 compute, fp32 parameters")
     p.add_argument("--shift", type=_nonneg_int, help="random translation in pixels (default 0)")

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..io.resolve import CONFIG, looks_local, resolve_model
+from ..io.resolve import CONFIG, local_lookup, looks_local, resolve_model, weight_candidates
 
 # model_type -> "module:Class"
 MODEL_TYPES: dict[str, str] = {
@@ -88,6 +88,12 @@ def model_class(name_or_path: str | os.PathLike, **hub_kwargs) -> type:
     npz = sorted(path.glob("*.npz")) if path.is_dir() else []
     if weights is None and len(npz) == 1 and not (path / CONFIG).is_file():
         weights = npz
+    if weights is None and path.is_dir() and not (path / CONFIG).is_file():
+        candidates = weight_candidates(prefer_pytorch=False)
+        if not any(local_lookup(path)(name) for name in candidates):
+            raise FileNotFoundError(
+                f"{source} has no HF config.json and no checkpoint: looked for {', '.join(candidates)} and one .npz"
+            )
     if weights is None and (path.is_dir() or not looks_local(source)):
         resolved = resolve_model(name_or_path, need_config=False, **hub_kwargs)
         if resolved.config is not None:
@@ -101,6 +107,17 @@ def model_class(name_or_path: str | os.PathLike, **hub_kwargs) -> type:
         return class_for_tensors(checkpoint.entries(), source=source)
 
 
+def image_classifier_class(name_or_path: str | os.PathLike, **hub_kwargs) -> type:
+    """The class that fine-tunes `name_or_path` as an image classifier: the checkpoint's own class, or the vision
+    model of an image-text checkpoint (`jimm.CLIP` -> `jimm.CLIPVisionModel`, whose head saves as transformers'
+    `CLIPForImageClassification`)."""
+    cls = model_class(name_or_path, **hub_kwargs)
+    cls = getattr(cls, "vision_class", cls)
+    if "vision" not in getattr(cls, "TOWERS", ("vision",)):
+        raise ValueError(f"{name_or_path} is a text model ({cls.__name__}); it has no image tower to classify with")
+    return cls
+
+
 def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     """Load any supported checkpoint with the right jimm class (`model_type`, else the tensor layout).
 
@@ -112,4 +129,12 @@ def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     return cls.from_pretrained(name_or_path, **kwargs)
 
 
-__all__ = ["ARCHITECTURES", "LAYOUTS", "MODEL_TYPES", "from_pretrained", "model_class", "read_json_object"]
+__all__ = [
+    "ARCHITECTURES",
+    "LAYOUTS",
+    "MODEL_TYPES",
+    "from_pretrained",
+    "image_classifier_class",
+    "model_class",
+    "read_json_object",
+]

@@ -26,7 +26,7 @@ from .checkpoint import Checkpoints, shapes
 from .config import TrainConfig
 from .evaluate import evaluate
 from .metrics import MetricsLog, plot
-from .optim import make_optimizer, schedule
+from .optim import make_optimizer, schedule, trainable
 from .step import train_step
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def train(
     if len(train_split.labels) != model.num_classes:
         raise ValueError(f"the dataset has {len(train_split.labels)} classes but the model has {model.num_classes}")
 
-    optimizer = nnx.Optimizer(model, make_optimizer(cfg), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg), wrt=trainable(cfg))
     model.train()
     graphdef, state = nnx.split((model, optimizer))
     model.eval()

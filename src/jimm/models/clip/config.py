@@ -95,6 +95,7 @@ class CLIPConfig(PairConfig):
     """
 
     MODEL_TYPE = "clip"
+    ARCHITECTURE = "CLIPModel"
     FAMILY = "jimm.CLIP"
     VISION = CLIPVisionConfig
     TEXT = CLIPTextConfig

@@ -200,4 +200,6 @@ class CLIPTextModel(_CLIPFamily, TextModel):
         )
 
 
+CLIP.vision_class = CLIPVisionModel  # what `jimm train --from` fine-tunes: the vision tower with a new head
+
 __all__ = ["CLIP", "CLIPTextModel", "CLIPVisionModel"]

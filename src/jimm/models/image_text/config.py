@@ -82,6 +82,7 @@ class PairConfig:
     """
 
     MODEL_TYPE: ClassVar[str]
+    ARCHITECTURE: ClassVar[str]  # transformers' pair class, the default layout of `to_hf_dict`
     FAMILY: ClassVar[str]  # the jimm class names, for messages
     VISION: ClassVar[type]
     TEXT: ClassVar[type]
@@ -148,8 +149,11 @@ class PairConfig:
         num_labels, id2label = read_labels(raw)
         return cls(**subs, **kwargs, num_labels=num_labels, id2label=id2label)
 
-    def to_hf_dict(self, *, architecture: str, tower: str | None = None, labels: bool = False) -> dict[str, Any]:
+    def to_hf_dict(
+        self, *, architecture: str | None = None, tower: str | None = None, labels: bool = False
+    ) -> dict[str, Any]:
         """The HF `config.json` dict of one layout: a standalone `tower` ("vision" / "text"), or the pair."""
+        architecture = architecture or self.ARCHITECTURE
         if tower is not None:
             if tower not in TOWERS:
                 raise ValueError(f"tower must be one of {TOWERS}, got {tower!r}")

@@ -10,6 +10,7 @@ the class that fits. Loading is strict (`jimm.models.loading`); `position_ids` b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 PREFIX = {"vision": f"{VISION}.", "text": f"{TEXT}."}
 PROJECTION = {"vision": "visual_projection.", "text": "text_projection."}
-PER_TOWER_KWARGS = {"vision": "vision_attention_fn", "text": "text_attention_fn"}
 
 
 def _family_class(cls, tower: str) -> str:
@@ -61,13 +61,46 @@ def _load_tokenizer(resolved):
         folder = found[0].parent
         if all(p.parent == folder for p in found):
             return Tokenizer.from_pretrained(folder)
-        with tempfile.TemporaryDirectory() as tmp:  # files spread over folders (a save being rolled forward)
-            for path in [*found, resolved.config]:
-                shutil.copyfile(path, Path(tmp) / path.name)
-            return Tokenizer.from_pretrained(tmp)
+        # Files of one save spread over the folder and its staging folder (a save being rolled forward): gather
+        # them in a folder that lives as long as the process, as `Tokenizer.files` must stay readable for saving.
+        gathered = Path(tempfile.mkdtemp(prefix="jimm-tokenizer-"))
+        for path in [*found, resolved.config]:
+            shutil.copyfile(path, gathered / path.name)
+        return Tokenizer.from_pretrained(gathered)
     except (ValueError, OSError) as err:
         logger.warning("%s: its tokenizer could not be read (%s); model.tokenizer is None", resolved.source, err)
         return None
+
+
+def _stored_towers(cls, entries, raw_config: dict, source: str) -> set[str]:
+    """The towers the checkpoint holds; an error naming the class that fits when `cls` needs one it lacks."""
+    stored = {tower for tower, prefix in PREFIX.items() if any(name.startswith(prefix) for name in entries)}
+    for tower in cls.TOWERS:
+        if tower not in stored:
+            fits = " or ".join(_family_class(cls, t) for t in sorted(stored)) or "no jimm class"
+            raise ValueError(
+                f"{source} holds no {tower} tower (architectures: {raw_config.get('architectures')}); "
+                f"it loads as {fits}"
+            )
+    return stored
+
+
+def _classifier(cls, config, entries, ignored: set, *, source: str, **head_args):
+    """A vision model's head: `(config, do_classification, fresh_params or None)`, per `decide_head`'s policy."""
+    head = entries.get("classifier.weight")
+    config, do_classification, from_checkpoint = decide_head(
+        config, head[0][0] if head is not None else None, source=source, **head_args
+    )
+    if not from_checkpoint:
+        ignored |= {name for name in entries if name.startswith("classifier.")}
+    if not do_classification or from_checkpoint:
+        return config, do_classification, None
+    d, c = config.vision_config.hidden_size, config.num_labels
+
+    def fresh(model_rngs: nnx.Rngs) -> dict:
+        return fresh_params_of(nnx.Linear(d, c, kernel_init=default_kernel_init, rngs=model_rngs), ("classifier",))
+
+    return config, True, fresh
 
 
 def load_pretrained(
@@ -93,88 +126,48 @@ def load_pretrained(
     cache_dir=None,
 ):
     """Strictly load a CLIP / SigLIP checkpoint of any layout into `cls`, streaming each tensor onto its sharding."""
-    source = os.fspath(name_or_path)
-    towers = cls.TOWERS
-    if "vision" not in towers or len(towers) > 1:
-        for name, value in (
-            ("num_classes", num_classes),
-            ("id2label", id2label),
-            ("do_classification", do_classification),
-        ):
-            if value is not None:
-                raise TypeError(f"{cls.__name__}.from_pretrained got {name}=: a classifier head is for vision models")
+    source, towers = os.fspath(name_or_path), cls.TOWERS
+    head_args = dict(num_classes=num_classes, id2label=id2label, do_classification=do_classification)
+    if towers != ("vision",) and any(value is not None for value in head_args.values()):
+        raise TypeError(f"{cls.__name__}.from_pretrained got {head_args}: a classifier head is for vision models")
     resolved = resolve_model(
         name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
     )
     raw_config, config = _read_config(cls, resolved.config)
     model_type = raw_config.get("model_type")
     standalone = {cls.CONFIG.VISION.MODEL_TYPE: "vision", cls.CONFIG.TEXT.MODEL_TYPE: "text"}.get(model_type)
+    kwargs: dict[str, Any] = {"vision_attention_fn": vision_attention_fn, "text_attention_fn": text_attention_fn}
     with open_checkpoint(resolved.weights) as raw:
         view = TowerPrefixed(raw, PREFIX[standalone]) if standalone else raw
         entries = view.entries()
-        stored = {t for t, p in PREFIX.items() if any(n.startswith(p) for n in entries)}
-        for tower in towers:
-            if tower not in stored:
-                fits = " or ".join(_family_class(cls, t) for t in sorted(stored)) or "no jimm class"
-                raise ValueError(
-                    f"{source} holds no {tower} tower (architectures: {raw_config.get('architectures')}); "
-                    f"it loads as {fits}"
-                )
-        ignored = {n for n in entries if n.endswith("embeddings.position_ids")}  # old non-persistent buffers
+        stored = _stored_towers(cls, entries, raw_config, source)
+        ignored = {name for name in entries if name.endswith("embeddings.position_ids")}  # old non-persistent buffers
         for tower in stored - set(towers):
-            ignored |= {n for n in entries if n.startswith((PREFIX[tower], PROJECTION[tower]))}
+            ignored |= {name for name in entries if name.startswith((PREFIX[tower], PROJECTION[tower]))}
             logger.info("%s: skipped the %s tower, which %s does not have", source, tower, cls.__name__)
-        if len(towers) == 1:
-            ignored |= {n for n in entries if n in ("logit_scale", "logit_bias")}
-
-        kwargs: dict[str, Any] = {}
-        fresh = None
-        if len(towers) == 2:
-            parts = cls.parts(config)
-            kwargs |= {"vision_attention_fn": vision_attention_fn, "text_attention_fn": text_attention_fn}
-        else:
+        fresh, flags = None, {}
+        if len(towers) == 1:  # a standalone tower: no logit scale; a projection or a classifier when the file has one
             (tower,) = towers
+            ignored |= {name for name in entries if name in ("logit_scale", "logit_bias")}
+            kwargs = {"attention_fn": kwargs[f"{tower}_attention_fn"] or attention_fn}
             projected = cls.PROJECTS and f"{PROJECTION[tower]}weight" in entries
-            flags = {}
             if tower == "vision":
-                head = entries.get("classifier.weight")
-                stored_classes = head[0][0] if head is not None else None
-                config, do_classification, head_from_checkpoint = decide_head(
-                    config,
-                    stored_classes,
-                    num_classes=num_classes,
-                    id2label=id2label,
-                    do_classification=do_classification,
-                    source=source,
-                )
-                if not head_from_checkpoint:
-                    ignored |= {n for n in entries if n.startswith("classifier.")}
-                if projected and do_classification:  # transformers' classifiers have no projection
+                config, classify, fresh = _classifier(cls, config, entries, ignored, source=source, **head_args)
+                flags["do_classification"] = classify
+                if projected and classify:  # transformers' classifiers have no projection
                     ignored.add("visual_projection.weight")
                     projected = False
                     logger.info("%s: skipped visual_projection (a classifier pools the patch tokens)", source)
-                flags["do_classification"] = do_classification
-                if do_classification and not head_from_checkpoint:
-                    d, c = config.vision_config.hidden_size, config.num_labels
-
-                    def fresh(model_rngs: nnx.Rngs) -> dict:
-                        linear = nnx.Linear(d, c, kernel_init=default_kernel_init, rngs=model_rngs)
-                        return fresh_params_of(linear, ("classifier",))
-
-            if projected and model_type == cls.CONFIG.MODEL_TYPE:  # a pair's projection: its width is the pair's
+            if projected and model_type == cls.CONFIG.MODEL_TYPE:  # a pair's projection has the pair's width
                 sub = getattr(config, f"{tower}_config").replace(projection_dim=config.projection_dim)
                 config = config.replace(**{f"{tower}_config": sub})
             if cls.PROJECTS:
                 flags["with_projection"] = projected
-            parts = cls.parts(config, **flags)
-            if tower == "vision" and fresh is not None:
-                import dataclasses
-
-                parts = dataclasses.replace(parts, num_labels=None)  # the new head is not read from the file
-            kwargs |= flags
-            kwargs["attention_fn"] = (vision_attention_fn if tower == "vision" else text_attention_fn) or attention_fn
-        if len(towers) == 2:
+        else:
             kwargs["attention_fn"] = attention_fn
+        parts = cls.parts(config, **flags)
+        if fresh is not None:  # the new head is not read from the file
+            parts = dataclasses.replace(parts, num_labels=None)
         build_kwargs = dict(
             config=config,
             dtype=dtype,
@@ -184,17 +177,11 @@ def load_pretrained(
             remat_policy=remat_policy,
             scan_layers=scan_layers,
             **kwargs,
+            **flags,
         )
+        table = name_table(parts)
         model = load_model(
-            cls,
-            build_kwargs,
-            name_table(parts),
-            view,
-            source=source,
-            layers=LAYERS,
-            rngs=rngs,
-            ignored=ignored,
-            fresh_params=fresh,
+            cls, build_kwargs, table, view, source=source, layers=LAYERS, rngs=rngs, ignored=ignored, fresh_params=fresh
         )
     if "vision" in towers and resolved.preprocessor is not None:
         model.preprocessor_json = resolved.preprocessor.read_text(encoding="utf-8")
@@ -224,6 +211,12 @@ def build_from_config(
     else:
         raise TypeError(f"config must be an HF config dict or a {cls.CONFIG.__name__}, got {type(config).__name__}")
     towers = cls.TOWERS
+    for name, value, allowed in (("with_projection", with_projection, cls.PROJECTS and len(towers) == 1),
+                                 ("do_classification", do_classification, towers == ("vision",))):  # fmt: skip
+        if value is not None and not allowed:
+            raise TypeError(
+                f"{cls.__name__}.from_config got {name}=, which only CLIP's single towers / vision models take"
+            )
     if len(towers) == 1:
         (tower,) = towers
         classify = architecture.endswith("ForImageClassification")
@@ -241,25 +234,13 @@ def build_from_config(
     return cls(config=config, rngs=rngs, **kwargs)
 
 
-def model_parts(model):
-    """The `Parts` of a built model (what it holds), for its name table."""
-    if len(model.TOWERS) == 2:
-        return model.parts(model.config)
-    flags = {"with_projection": model.text_projection is not None} if model.TOWERS == ("text",) else {}
-    if model.TOWERS == ("vision",):
-        flags = {"with_projection": model.visual_projection is not None, "do_classification": model.do_classification}
-    if not model.PROJECTS:
-        flags.pop("with_projection")
-    return model.parts(model.config, **flags)
-
-
 def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB", overwrite: bool = False) -> None:
     """Write the transformers layout of `model.hf_architecture` as one atomic save (see `jimm.io.saved`)."""
     from ...data.preprocess import ImageProcessorConfig
 
     classify = getattr(model, "do_classification", False)
     tower = model.TOWERS[0] if len(model.TOWERS) == 1 and not classify else None
-    tensors = fuse_shared_names(tensors_to_save(model, name_table(model_parts(model)), LAYERS))
+    tensors = fuse_shared_names(tensors_to_save(model, name_table(model.held_parts()), LAYERS))
     hf_config = model.config.to_hf_dict(architecture=model.hf_architecture, tower=tower, labels=classify)
     hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(tensors[0][2].name, "float32")
     other_files: dict[str, Any] = {}

@@ -98,6 +98,7 @@ class SiglipConfig(PairConfig):
     """
 
     MODEL_TYPE = "siglip"
+    ARCHITECTURE = "SiglipModel"
     FAMILY = "jimm.SigLIP"
     VISION = SiglipVisionConfig
     TEXT = SiglipTextConfig

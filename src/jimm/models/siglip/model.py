@@ -196,4 +196,6 @@ class SigLIPTextModel(_SiglipFamily, TextModel):
         )
 
 
+SigLIP.vision_class = SigLIPVisionModel  # what `jimm train --from` fine-tunes: the vision tower with a new head
+
 __all__ = ["SigLIP", "SigLIPTextModel", "SigLIPVisionModel"]
