@@ -87,7 +87,9 @@ def test_bad_zero_shot_input_is_a_clear_error(family, photos):
 
 
 def test_cli_zero_shot_and_embed(family, photos, tmp_path, capsys):
-    kind, hf, path, _ = family
+    kind, hf, path, model = family
+    # a reload has an equal tokenizer, so the same graph: the CLI runs below reuse the compiled functions
+    assert jimm.from_pretrained(path).tokenizer == model.tokenizer
     assert main(["zero-shot", str(path), *photos, "--labels", ",".join(LABELS), "--json", "--quiet"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["image"] for row in rows] == photos

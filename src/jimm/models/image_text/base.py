@@ -153,8 +153,12 @@ class Family:
 
     @classmethod
     def from_config(cls, config, *, rngs: nnx.Rngs | None = None, **kwargs: Any):
-        """A randomly initialised model (in eval mode) from an HF config dict (pair or standalone tower layout,
-        its `architectures` choosing the projection or classifier) or a family config object."""
+        """A randomly initialised model (in eval mode) from an HF config dict or a family config object.
+
+        A dict may be the pair or a standalone tower's layout; its `architectures` choose CLIP's projection and a
+        vision model's classifier unless `with_projection=` / `do_classification=` say. Other keyword arguments
+        are the constructor's (`dtype`, `sharding`, `attention_fn`, ...).
+        """
         from .pretrained import build_from_config
 
         return build_from_config(cls, config, rngs=rngs, **kwargs)

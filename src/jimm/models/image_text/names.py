@@ -26,8 +26,8 @@ from ..converters import conv_to_hf, conv_to_jimm, heads_bias, heads_in, heads_o
 VISION, TEXT = "vision_model", "text_model"
 LAYERS = ((VISION, "blocks", "layers"), (TEXT, "blocks", "layers"))
 """Where the stacked blocks of each tower live in `nnx.state(model)`."""
-TOP_LEVEL = (f"{VISION}.", f"{TEXT}.", "visual_projection.", "text_projection.", "logit_scale", "logit_bias")
-HEAD_NAMES = ("classifier.weight", "classifier.bias")
+# Names outside either tower (what a standalone tower's v5 names never need a prefix for).
+TOP_LEVEL = (f"{VISION}.", f"{TEXT}.", "visual_projection.", "text_projection.", "logit_", "classifier.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +184,7 @@ class TowerPrefixed(CheckpointSource):
         self.raw = raw
         self.names = {}
         for name in raw.entries():
-            ours = name if name.startswith(TOP_LEVEL) or name.startswith("classifier.") else prefix + name
+            ours = name if name.startswith(TOP_LEVEL) else prefix + name
             if ours in self.names:
                 raise ValueError(f"checkpoint holds {name!r} both with and without the {prefix!r} prefix")
             self.names[ours] = name
