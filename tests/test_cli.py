@@ -195,7 +195,7 @@ def test_demo_short_run(tmp_path, capsys):
         ),
         (["train", "--model", "micro/4", "--data", "{tmp}/nowhere", "--out", "{tmp}/o"], "does not exist"),
         (["train", "--model", "micro/5", "--data", "digits", "--out", "{tmp}/o"], "not a multiple of patch size"),
-        (["eval", "{tmp}/nothing", "--data", "digits"], "does not exist"),
+        (["eval", "{tmp}/nothing", "--data", "digits"], "not a model directory"),
         (
             ["train", "--from", "{tmp}", "--data", "digits", "--out", "{tmp}/o", "--image-size", "32"],
             "apply to --model",

@@ -10,7 +10,13 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 # hub downloads (checkpoints a test cannot fetch), a multi-host launch
-NEEDS_MORE_THAN_THIS_MACHINE = ("google/vit-", "openai/clip-", "google/siglip", "jax.distributed.initialize")
+NEEDS_MORE_THAN_THIS_MACHINE = (
+    "google/vit-",
+    "facebook/dino",
+    "openai/clip-",
+    "google/siglip",
+    "jax.distributed.initialize",
+)
 
 
 def examples():

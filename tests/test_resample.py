@@ -11,10 +11,32 @@ from jimm import VisionTransformer
 from jimm.common.resample import bicubic_matrix, resample_grid, resample_pos_embed
 
 
-def torch_bicubic(grid: np.ndarray, size, antialias: bool = False) -> np.ndarray:
+def torch_bicubic(grid: np.ndarray, size, antialias: bool = False, mode: str = "bicubic", **kwargs) -> np.ndarray:
     t = torch.from_numpy(grid).permute(2, 0, 1)[None]
-    out = torch.nn.functional.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=antialias)
+    if "scale_factor" not in kwargs:
+        kwargs["size"] = size
+    out = torch.nn.functional.interpolate(t, mode=mode, align_corners=False, antialias=antialias, **kwargs)
     return out[0].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("old,new", [((16, 16), (10, 18)), ((7, 7), (3, 3)), ((4, 6), (9, 5))])
+def test_antialiased_bilinear_equals_torch(old, new):
+    # SigLIP 2 NaFlex resizes its 16x16 position grid with bilinear + antialias
+    grid = np.random.RandomState(4).randn(*old, 5).astype(np.float32)
+    ours = np.asarray(resample_grid(grid, new, mode="bilinear_antialias"))
+    np.testing.assert_allclose(ours, torch_bicubic(grid, new, antialias=True, mode="bilinear"), atol=1e-5)
+
+
+@pytest.mark.parametrize("old,new", [((37, 37), (16, 16)), ((37, 37), (23, 31)), ((16, 16), (37, 37))])
+def test_interpolate_offset_equals_torch_scale_factor(old, new):
+    # DINOv2's legacy torch-hub path: interpolate(scale_factor=((h + 0.1) / H, (w + 0.1) / W)), same output size
+    grid = np.random.RandomState(5).randn(*old, 4).astype(np.float32)
+    factor = ((new[0] + 0.1) / old[0], (new[1] + 0.1) / old[1])
+    theirs = torch_bicubic(grid, None, scale_factor=factor)
+    assert theirs.shape[:2] == new
+    ours = np.asarray(resample_grid(grid, new, offset=0.1))
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert np.abs(ours - np.asarray(resample_grid(grid, new))).max() > 1e-4  # the offset changes the grid
 
 
 @pytest.mark.parametrize(

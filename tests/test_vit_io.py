@@ -208,9 +208,13 @@ def test_new_head_only_when_asked_and_said(tmp_path, hf, saved, caplog):
     for key in p_same:
         if key[0] != "classifier":
             np.testing.assert_array_equal(p_same[key], p_new[key])
-    relabelled = jimm.VisionTransformer.from_pretrained(saved, id2label={0: "a", 1: "b", 2: "c", 3: "d"})
-    np.testing.assert_array_equal(params_of(relabelled)[("classifier", "kernel")], p_same[("classifier", "kernel")])
-    assert relabelled.config.labels[3] == "d"
+    # other class names (same count): a new head too, and said; the same names keep the head (reordered if needed)
+    with caplog.at_level(logging.WARNING, logger="jimm"):
+        relabelled = jimm.VisionTransformer.from_pretrained(saved, id2label={0: "a", 1: "b", 2: "c", 3: "d"})
+    assert "replacing the classifier head (new label names)" in caplog.text and relabelled.config.labels[3] == "d"
+    assert not np.array_equal(params_of(relabelled)[("classifier", "kernel")], p_same[("classifier", "kernel")])
+    kept = jimm.VisionTransformer.from_pretrained(saved, id2label={0: "cat", 1: "dog", 2: "fox", 3: "owl"})
+    np.testing.assert_array_equal(params_of(kept)[("classifier", "kernel")], p_same[("classifier", "kernel")])
 
 
 def test_headless_checkpoint_needs_explicit_head(tmp_path):
@@ -312,7 +316,7 @@ def test_bad_configs(tmp_path, saved):
             jimm.VisionTransformer.from_pretrained(saved)
     with pytest.raises(FileNotFoundError, match="has no HF config.json and no single model.safetensors"):
         jimm.VisionTransformer.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere is not a model directory \(no such folder\)"):
         jimm.VisionTransformer.from_pretrained(tmp_path / "nowhere")
 
 
@@ -337,3 +341,31 @@ def test_loading_under_jit_free_constructor_matches_rng_argument(tmp_path, saved
     np.testing.assert_array_equal(ka, kb)
     assert not np.allclose(ka, kc)
     assert jax.tree.leaves(nnx.state(a, nnx.RngState))  # dropout streams exist and are concrete
+
+
+def test_same_labels_in_another_order_reorder_the_head_and_new_names_replace_it(tmp_path, caplog):
+    model = jimm.VisionTransformer(
+        num_classes=3, img_size=8, patch_size=4, num_layers=1, num_heads=2, mlp_dim=6, hidden_size=4,
+        id2label={0: "cat", 1: "dog", 2: "emu"},
+    )  # fmt: skip
+    model.save_pretrained(tmp_path / "m")
+    x = np.random.RandomState(0).rand(2, 8, 8, 3).astype(np.float32)
+    reference = np.asarray(model(x))
+    # a dataset whose folders sort as emu, cat, dog: the head's rows follow the names, not the positions
+    reordered = jimm.VisionTransformer.from_pretrained(tmp_path / "m", id2label={0: "emu", 1: "cat", 2: "dog"})
+    np.testing.assert_array_equal(np.asarray(reordered(x)), reference[:, [2, 0, 1]])
+    reordered.save_pretrained(tmp_path / "r")
+    again = jimm.VisionTransformer.from_pretrained(tmp_path / "r")
+    assert again.config.id2label == {0: "emu", 1: "cat", 2: "dog"}
+    np.testing.assert_array_equal(np.asarray(again(x)), reference[:, [2, 0, 1]])
+    with caplog.at_level(logging.WARNING):
+        renamed = jimm.VisionTransformer.from_pretrained(tmp_path / "m", id2label={0: "ant", 1: "bee", 2: "cow"})
+    assert "replacing the classifier head (new label names)" in caplog.text
+    assert not np.allclose(np.asarray(renamed(x)), reference)
+
+
+def test_a_config_deeper_than_the_checkpoint_fails_fast(saved):
+    config = json.loads((saved / "config.json").read_text())
+    (saved / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**30}))
+    with pytest.raises(CheckpointMismatchError, match=r"asks for 10{30} layers but the checkpoint holds 2"):
+        jimm.VisionTransformer.from_pretrained(saved)

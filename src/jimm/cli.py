@@ -1,20 +1,43 @@
 """The `jimm` command: predict, train, eval, convert, bench and demo. Argument parsing and printing only;
 the work is done by `jimm.data`, `jimm.train` and `jimm.io`.
 
-User errors (bad paths, bad numbers, incompatible checkpoints) print one `jimm: error: ...` line and exit
-with status 2; set `JIMM_DEBUG=1` to see the traceback.
+User errors (bad paths, bad numbers, incompatible checkpoints, a full disk, too little memory for the batch)
+print one `jimm: error: ...` line that names the problem and the fix, and exit with status 2; set
+`JIMM_DEBUG=1` to see the traceback. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
 
 TRAIN_EXTRA_MODULES = frozenset({"optax", "grain", "orbax", "PIL", "sklearn", "matplotlib", "tqdm"})
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, OSError, ImportError)
+USER_ERRORS = (ValueError, OSError, ImportError)
+RESUMABLE = frozenset({"train", "demo"})
+# What to do about an OS error on a path, by errno.
+_OS_HINTS = {
+    errno.ENOSPC: "free some space, or write to another disk",
+    errno.EACCES: "check the permissions, or choose another path",
+    errno.EPERM: "check the permissions, or choose another path",
+    errno.EROFS: "choose a path on a writable disk",
+    errno.ENOTDIR: "a file is in the way of that folder path; choose another path",
+}
+_OUT_OF_MEMORY_HINTS = {
+    "predict": "pass fewer images at a time",
+    "convert": "free some memory",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as the one `jimm: error: ...` line every other error uses (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"jimm: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -31,11 +54,52 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+MAX_IMAGE_SIZE = 4096  # beyond any ViT checkpoint; larger sizes only fail deep inside XLA
+
+
+def _image_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_IMAGE_SIZE}, got {text}")
+    return value
+
+
+MAX_SEED = 2**32 - 2  # grain seeds are uint32, and augmentation draws from seed + 1
+
+
+def _seed(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_SEED}], got {text}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _number(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True):
+    """An argparse type: a finite float in the interval from `low` to `high`."""
+    if high == math.inf:
+        describe = f"> {low:g}" if low_open else f">= {low:g}"
+    else:
+        describe = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (math.isfinite(value) and above and below):
+            raise argparse.ArgumentTypeError(f"must be {describe}, got {text}")
+        return value
+
+    return parse
 
 
 def _quiet_logs() -> None:
@@ -154,7 +218,12 @@ def cmd_convert(args: argparse.Namespace) -> None:
     from .io.convert import convert_checkpoint
 
     written = convert_checkpoint(
-        args.src, args.dst, to_format=args.to, dtype=args.dtype, max_shard_size=args.max_shard_size
+        args.src,
+        args.dst,
+        to_format=args.to,
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
     )
     print(f"wrote {len(written)} weight file(s) to {args.dst}: {', '.join(p.name for p in written)}")
 
@@ -193,17 +262,26 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"try: jimm predict {result.model_dir} {result.predictions[0][0]}")
 
 
+def cmd_features(args: argparse.Namespace) -> None:
+    from .vis.features import write_features
+
+    for path in write_features(args.model, args.images, args.out):
+        print(path)
+
+
 # -- parser -----------------------------------------------------------------------------------------------------
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="'digits' (built-in) or an image folder ROOT/<class>/<image>")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction when a folder has no split dirs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--val-fraction", type=_number(0, 1), default=0.1, help="held-out fraction when a folder has no split dirs"
+    )
+    p.add_argument("--seed", type=_seed, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jimm", description="Vision Transformers in JAX: predict, train, evaluate.")
+    parser = _Parser(prog="jimm", description="Vision Transformers in JAX: predict, train, evaluate.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("predict", help="top-k labels for image files")
@@ -218,18 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--from", dest="from_model", help="fine-tune this checkpoint (folder or hub id) on new labels")
     _data_args(p)
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, training.png, model/")
-    p.add_argument("--image-size", type=_positive_int, help="from scratch only (default 16 for digits, else 224)")
+    p.add_argument("--image-size", type=_image_size, help="from scratch only (default 16 for digits, else 224)")
     p.add_argument("--steps", type=_positive_int, default=1000)
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="micro-batches per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=_nonneg_int, help="default: steps/10 (at most 1000)")
-    p.add_argument("--min-lr-ratio", type=float, default=0.0, help="final lr as a fraction of --lr")
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--clip-norm", type=float, default=1.0, help="0 disables")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    fraction = _number(0, 1, high_open=False)
+    p.add_argument("--min-lr-ratio", type=fraction, default=0.0, help="final lr as a fraction of --lr")
+    p.add_argument("--weight-decay", type=_number(0), default=0.05)
+    p.add_argument("--clip-norm", type=_number(0), default=1.0, help="0 disables")
+    p.add_argument("--label-smoothing", type=_number(0, 1), default=0.0)
     p.add_argument("--head-only", action="store_true", help="train only the new classifier (a linear probe)")
-    p.add_argument("--dropout", type=float, default=0.0, help="from scratch only")
+    p.add_argument("--dropout", type=_number(0, 1), default=0.0, help="from scratch only")
     p.add_argument("--bf16", action="store_true", help="bf16 compute, fp32 parameters")
     p.add_argument("--shift", type=_nonneg_int, help="random translation in pixels (default 0)")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips")
@@ -253,16 +332,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=["safetensors", "pytorch"], default="safetensors")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--max-shard-size", default="5GB", help="e.g. 500MB; larger checkpoints are sharded")
+    p.add_argument("--overwrite", action="store_true", help="replace same-named files jimm did not write in DST")
     p.set_defaults(fn=cmd_convert)
 
     p = sub.add_parser("bench", help="images/s for forward and training step of a named size")
     p.add_argument("--model", default="s/16")
     p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--image-size", type=_positive_int, default=224)
+    p.add_argument("--image-size", type=_image_size, default=224)
     p.add_argument("--warmup", type=_positive_int, default=2)
     p.add_argument("--iters", type=_positive_int, default=5)
     p.add_argument("--torch", action="store_true", help="also time transformers (torch) side by side")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("features", help="patch features (.npy), their PCA picture and the CLS attention per image")
+    p.add_argument("model", help="model folder, weights file or hub id (any family with patch tokens)")
+    p.add_argument("images", nargs="+", help="JPEG/PNG files")
+    p.add_argument("--out", required=True, help="folder for NAME_features.npy, NAME_pca.png, NAME_attention.png")
+    p.set_defaults(fn=cmd_features)
 
     p = sub.add_parser("demo", help="train a small ViT on the built-in digits, then predict (offline, ~1 min)")
     p.add_argument("--out", default="jimm-demo", help="run folder (rerun to resume)")
@@ -276,20 +362,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe(err: BaseException, command: str) -> str | None:
+    """The one-line message for a user error, or None when `err` is not one (a bug: keep its traceback)."""
+    if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in TRAIN_EXTRA_MODULES:
+        return f"`jimm {command}` needs the {err.name!r} package: pip install 'jimm[train]'"
+    if isinstance(err, OSError) and err.filename is not None:  # from the OS: name the path and what to do
+        path = os.fsdecode(err.filename)
+        if isinstance(err, FileExistsError) and not os.path.isdir(path):
+            return f"{path} is a file; a folder is needed there, choose another path"
+        if err.filename2 is not None:
+            path += f" -> {os.fsdecode(err.filename2)}"
+        hint = _OS_HINTS.get(err.errno)
+        return f"{path}: {err.strerror or err}" + (f"; {hint}" if hint else "")
+    if isinstance(err, USER_ERRORS):
+        return str(err)
+    out_of_memory = isinstance(err, MemoryError) or (
+        type(err).__module__.startswith(("jax", "jaxlib")) and str(err).startswith("RESOURCE_EXHAUSTED")
+    )
+    if out_of_memory:
+        hint = _OUT_OF_MEMORY_HINTS.get(command, "lower --batch-size (or use a smaller model or image size)")
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+        return f"out of memory ({reason}); {hint}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_logs()
     try:
         args.fn(args)
     except KeyboardInterrupt:
-        print("jimm: interrupted; rerun the same command to resume", file=sys.stderr)
+        resume = "; rerun the same command to resume from the last checkpoint" if args.command in RESUMABLE else ""
+        print(f"jimm: interrupted{resume}", file=sys.stderr)
         return 130
-    except USER_ERRORS as err:
-        if os.environ.get("JIMM_DEBUG"):
+    except Exception as err:
+        message = _describe(err, args.command)
+        if message is None or os.environ.get("JIMM_DEBUG"):
             raise
-        message = str(err)
-        if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in TRAIN_EXTRA_MODULES:
-            message = f"`jimm {args.command}` needs the {err.name!r} package: pip install 'jimm[train]'"
         print(f"jimm: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,7 @@ Dimension letters: T tokens, D width; the grid is `h x w` patches.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax.numpy as jnp
 import numpy as np
@@ -46,12 +47,13 @@ def bicubic_matrix(size_in: int, size_out: int, a: float = TORCH_CUBIC_A, offset
     """
     if size_in < 1 or size_out < 1:
         raise ValueError(f"grid sizes must be positive, got {size_in} -> {size_out}")
-    # torch computes the scale as in/out when a size is given (1/scale_factor when a factor is) and does not
-    # clamp the cubic source index at 0, unlike its linear modes.
-    scale = size_in / size_out if offset == 0 else size_in / (size_out + offset)
-    src = (np.arange(size_out, dtype=np.float64) + 0.5) * scale - 0.5
+    # torch computes in float32: the scale as in/out when a size is given (float32(1/scale_factor) when a factor
+    # is), the source index, its fraction and the weights; it does not clamp the cubic source index at 0.
+    f32 = np.float32
+    scale = f32(size_in) / f32(size_out) if offset == 0 else f32(1.0 / ((size_out + offset) / size_in))
+    src = (np.arange(size_out, dtype=f32) + f32(0.5)) * scale - f32(0.5)
     base = np.floor(src)
-    weights = _cubic_weights(src - base, a)
+    weights = _cubic_weights(src - base, f32(a)).astype(np.float64)
     matrix = np.zeros((size_out, size_in), np.float64)
     for tap in range(4):
         idx = np.clip(base.astype(np.int64) - 1 + tap, 0, size_in - 1)  # border replicate, as torch does
@@ -59,43 +61,69 @@ def bicubic_matrix(size_in: int, size_out: int, a: float = TORCH_CUBIC_A, offset
     return matrix
 
 
+def _linear(x: np.ndarray) -> np.ndarray:
+    x = np.abs(x)
+    return np.where(x < 1, 1 - x, 0).astype(np.float32)
+
+
+def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution with PIL's a = -0.5, which torch's antialiased bicubic uses (not its -0.75)."""
+    x = np.abs(x)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x < 1, near, np.where(x < 2, far, 0)).astype(np.float32)
+
+
+_AA_FILTERS = {"bilinear": (_linear, 2), "bicubic": (_cubic, 4)}  # filter and taps at scale 1
+
+
+def torch_resize_taps(n_in: int, n_out: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices and weights `[n_out, K]` of torch's antialiased CPU resize (`kind` "bilinear" or "bicubic",
+    with `antialias=True`) or of "nearest-exact", in torch's float32 arithmetic (`UpSampleKernel.cpp`:
+    `_compute_indices_min_size_weights_aa`, `nearest_neighbor_exact_compute_source_index`)."""
+    f32 = np.float32
+    scale = f32(n_in) / f32(n_out)
+    i = np.arange(n_out, dtype=np.float64)
+    if kind == "nearest-exact":  # floor((i + 0.5) * scale), no antialiasing
+        idx = np.minimum(np.floor(((i + 0.5) * float(scale)).astype(f32)).astype(np.int64), n_in - 1)
+        return idx[:, None], np.ones((n_out, 1), f32)
+    filt, interp = _AA_FILTERS[kind]
+    support = f32(interp * 0.5 * float(scale)) if scale >= 1 else f32(interp * 0.5)
+    invscale = float(f32(1 / float(scale))) if scale >= 1 else 1.0
+    k = math.ceil(support) * 2 + 1
+    center = (float(scale) * (i + 0.5)).astype(f32)
+    xmin = np.maximum(((center - support).astype(np.float64) + 0.5).astype(np.int64), 0)
+    xmax = np.minimum(((center + support).astype(np.float64) + 0.5).astype(np.int64), n_in)
+    xsize = np.clip(xmax - xmin, 0, k)
+    j = np.arange(k)
+    offset = ((j + xmin[:, None]).astype(f32) - center[:, None]).astype(np.float64) + 0.5
+    weights = np.where(j < xsize[:, None], filt((offset * invscale).astype(f32)), f32(0))
+    total = weights[:, 0].copy()
+    for t in range(1, k):  # torch sums the taps in order
+        total += weights[:, t]
+    weights = (weights / np.where(total == 0, f32(1), total)[:, None]).astype(f32)
+    return np.minimum(j + xmin[:, None], n_in - 1), weights
+
+
+def _matrix_from_taps(size_in: int, size_out: int, kind: str) -> np.ndarray:
+    if size_in < 1 or size_out < 1:
+        raise ValueError(f"grid sizes must be positive, got {size_in} -> {size_out}")
+    idx, weights = torch_resize_taps(size_in, size_out, kind)
+    matrix = np.zeros((size_out, size_in), np.float64)
+    np.add.at(matrix, (np.arange(size_out)[:, None], idx), weights.astype(np.float64))
+    return matrix
+
+
 @functools.lru_cache(maxsize=64)
 def antialiased_bicubic_matrix(size_in: int, size_out: int) -> np.ndarray:
     """`[size_out, size_in]` matrix of torch's `F.interpolate(mode="bicubic", antialias=True)` (PIL's filter)."""
-    if size_in < 1 or size_out < 1:
-        raise ValueError(f"grid sizes must be positive, got {size_in} -> {size_out}")
-    a = -0.5
-    scale = size_in / size_out
-    stretch = max(scale, 1.0)  # downsampling widens the filter by the scale: that is the antialiasing
-    support = 2.0 * stretch
-    matrix = np.zeros((size_out, size_in), np.float64)
-    for i in range(size_out):
-        center = scale * (i + 0.5)
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), size_in)
-        x = np.abs((np.arange(lo, hi) - center + 0.5) / stretch)
-        w = np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1, np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
-        matrix[i, lo:hi] = w / w.sum() if w.sum() != 0 else w
-    return matrix
+    return _matrix_from_taps(size_in, size_out, "bicubic")
 
 
 @functools.lru_cache(maxsize=64)
 def antialiased_bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
     """`[size_out, size_in]` matrix of torch's `F.interpolate(mode="bilinear", antialias=True)` (triangle filter)."""
-    if size_in < 1 or size_out < 1:
-        raise ValueError(f"grid sizes must be positive, got {size_in} -> {size_out}")
-    scale = size_in / size_out
-    stretch = max(scale, 1.0)
-    support = 1.0 * stretch
-    matrix = np.zeros((size_out, size_in), np.float64)
-    for i in range(size_out):
-        center = scale * (i + 0.5)
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), size_in)
-        x = np.abs((np.arange(lo, hi) - center + 0.5) / stretch)
-        w = np.maximum(0.0, 1.0 - x)
-        matrix[i, lo:hi] = w / w.sum() if w.sum() != 0 else w
-    return matrix
+    return _matrix_from_taps(size_in, size_out, "bilinear")
 
 
 RESAMPLE_MODES = ("bicubic", "bicubic_antialias", "bilinear_antialias")
@@ -180,4 +208,5 @@ __all__ = [
     "resample_grid",
     "resample_matrix",
     "resample_pos_embed",
+    "torch_resize_taps",
 ]

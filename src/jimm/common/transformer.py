@@ -181,24 +181,60 @@ class Attention(nnx.Module):
         return (y, weights) if return_weights else y
 
 
-def rope_2d(grid_hw: tuple[int, int], head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """DINOv3's 2-D rotary embedding for an `h x w` patch grid: `(cos, sin)`, each `[h*w, head_dim]` fp32.
-
-    Patch centres `(i + 0.5) / n` mapped to [-1, 1], (y, x) row-major; `head_dim / 4` frequencies
-    `theta ** -(4j / head_dim)`; angles `2 pi coord freq` laid out `[y-freqs, x-freqs]` and tiled twice
-    (transformers' `DINOv3ViTRopePositionEmbedding`). Computed in numpy from static sizes: free under jit.
-    """
-    if head_dim % 4:
-        raise ValueError(f"2-D RoPE needs a head dimension divisible by 4, got {head_dim}")
+def rope_coords(grid_hw: tuple[int, int]) -> np.ndarray:
+    """Patch-centre coordinates `[h*w, 2]` in [-1, 1], (y, x) row-major: `2 (i + 0.5) / n - 1` (fp32)."""
     h, w = grid_hw
-    inv_freq = (1.0 / theta ** np.arange(0, 1, 4 / head_dim, dtype=np.float32)).astype(np.float32)
     coords_h = np.arange(0.5, h, dtype=np.float32) / h
     coords_w = np.arange(0.5, w, dtype=np.float32) / w
     coords = np.stack(np.meshgrid(coords_h, coords_w, indexing="ij"), axis=-1).reshape(-1, 2)
-    coords = 2.0 * coords - 1.0
+    return 2.0 * coords - 1.0
+
+
+def rope_2d(grid_hw: tuple[int, int], head_dim: int, theta: float, coords=None) -> tuple[np.ndarray, np.ndarray]:
+    """DINOv3's 2-D rotary embedding for an `h x w` patch grid: `(cos, sin)`, each `[h*w, head_dim]` fp32.
+
+    Patch centres `rope_coords(grid_hw)` (or the given, e.g. augmented, `coords`); `head_dim / 4` frequencies
+    `theta ** -(4j / head_dim)`; angles `2 pi coord freq` laid out `[y-freqs, x-freqs]` and tiled twice
+    (transformers' `DINOv3ViTRopePositionEmbedding`). Computed in numpy from static sizes (free under jit);
+    in jnp when `coords` is a traced array.
+    """
+    if head_dim % 4:
+        raise ValueError(f"2-D RoPE needs a head dimension divisible by 4, got {head_dim}")
+    xp = np if coords is None else jnp
+    coords = rope_coords(grid_hw) if coords is None else coords
+    inv_freq = (1.0 / theta ** np.arange(0, 1, 4 / head_dim, dtype=np.float32)).astype(np.float32)
     angles = (2 * np.pi * coords[:, :, None] * inv_freq[None, None, :]).astype(np.float32).reshape(len(coords), -1)
-    angles = np.tile(angles, 2)
-    return np.cos(angles), np.sin(angles)
+    angles = xp.tile(angles, 2)
+    return xp.cos(angles), xp.sin(angles)
+
+
+class RopeAugment(nnx.Module):
+    """DINOv3's train-time augmentation of the RoPE patch coordinates; the identity in eval mode.
+
+    In order, as transformers' `augment_patches_center_coordinates`: add a uniform shift in `[-shift, shift]`
+    per axis, multiply by a log-uniform jitter in `[1/jitter, jitter]` per axis, multiply both axes by one
+    log-uniform rescale in `[1/rescale, rescale]`; one draw per call (per batch), from the `dropout` stream.
+    """
+
+    def __init__(self, shift: float | None, jitter: float | None, rescale: float | None, *, rngs: nnx.Rngs):
+        self.shift, self.jitter, self.rescale = shift, jitter, rescale
+        self.deterministic = True
+        self.rngs = rngs["dropout"].fork()
+
+    def __call__(self, coords: Float[Array, "P 2"]) -> Float[Array, "P 2"]:
+        if self.deterministic:
+            return coords
+        k_shift, k_jitter, k_rescale = jax.random.split(self.rngs(), 3)
+        coords = jnp.asarray(coords, jnp.float32)
+        if self.shift is not None:
+            coords = coords + jax.random.uniform(k_shift, (1, 2), minval=-self.shift, maxval=self.shift)
+        if self.jitter is not None:
+            span = float(np.log(self.jitter))
+            coords = coords * jnp.exp(jax.random.uniform(k_jitter, (1, 2), minval=-span, maxval=span))
+        if self.rescale is not None:
+            span = float(np.log(self.rescale))
+            coords = coords * jnp.exp(jax.random.uniform(k_rescale, (1,), minval=-span, maxval=span))
+        return coords
 
 
 def apply_rope(x: Float[Array, "B T N H"], rope: tuple[jax.Array, jax.Array]) -> Float[Array, "B T N H"]:
@@ -457,7 +493,8 @@ class Encoder(nnx.Module):
 
     `remat_policy` names a `jax.checkpoint_policies` policy (see `REMAT_POLICIES`); `remat=True` with no policy
     uses `DEFAULT_REMAT_POLICY`; naming a policy turns checkpointing on. Stochastic depth follows timm's
-    schedule, `linspace(0, drop_path_rate, num_layers)`, passed to each block at call time.
+    schedule, `linspace(0, drop_path_rate, num_layers)`, or the same rate in every block with
+    `drop_path_uniform=True` (transformers' DINOv2 / DINOv3), passed to each block at call time.
     """
 
     def __init__(
@@ -468,6 +505,7 @@ class Encoder(nnx.Module):
         rngs: nnx.Rngs,
         remat_policy: str | None = None,
         scan_layers: bool = True,
+        drop_path_uniform: bool = False,
         **block_kwargs,
     ):
         self.num_layers = num_layers
@@ -477,7 +515,8 @@ class Encoder(nnx.Module):
         if self.remat_policy is not None:
             remat_policy_fn(self.remat_policy)  # fail at construction, not at the first backward pass
         rate = float(block_kwargs.get("drop_path_rate", 0.0))
-        self.drop_path_rates = tuple(float(r) for r in np.linspace(0.0, rate, num_layers, dtype=np.float32))
+        ramp = np.full(num_layers, rate) if drop_path_uniform else np.linspace(0.0, rate, num_layers, dtype=np.float32)
+        self.drop_path_rates = tuple(float(r) for r in ramp.astype(np.float32))
 
         if not scan_layers:
             self.layers = nnx.List([Block(rngs=rngs, **block_kwargs) for _ in range(num_layers)])

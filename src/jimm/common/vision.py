@@ -30,7 +30,17 @@ from .attention import AttentionFn
 from .pooling import MAPHead
 from .resample import RESAMPLE_MODES, resample_pos_embed
 from .sharding import ShardingSpec, reshape_batched, shard, with_sharding
-from .transformer import ACTIVATIONS, MLPS, Encoder, LayerNorm, default_kernel_init, einsum, rope_2d
+from .transformer import (
+    ACTIVATIONS,
+    MLPS,
+    Encoder,
+    LayerNorm,
+    RopeAugment,
+    default_kernel_init,
+    einsum,
+    rope_2d,
+    rope_coords,
+)
 
 POSITIONS = ("learned", "rope")
 POS_EMBED_PREFIX = ("all", "class", "none")
@@ -78,8 +88,13 @@ class VisionTowerConfig:
     layer_scale_init_value: float | None = None
     qk_norm: bool = False
     dropout: float = 0.0
+    embed_dropout: float | None = None  # dropout on the embeddings when it differs from `dropout` (DINOv2: only here)
     attention_dropout: float = 0.0
     drop_path_rate: float = 0.0
+    drop_path_uniform: bool = False  # the same drop-path rate in every block (HF DINO), not timm's linear ramp
+    rope_shift: float | None = None  # DINOv3's train-time RoPE coordinate augmentation (`RopeAugment`)
+    rope_jitter: float | None = None
+    rope_rescale: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size"):
@@ -248,7 +263,12 @@ class VisionTower(nnx.Module):
         self.reg_token = token((1, c.num_register_tokens, d)) if c.num_register_tokens else None
         self.mask_token = token((1, d), init=nnx.initializers.zeros_init()) if c.mask_token else None
         self.pos_embed = token((1, c.num_pos_embed, d), sharding.pos_embed) if c.position == "learned" else None
-        self.pos_drop = nnx.Dropout(c.dropout, deterministic=True, rngs=rngs)
+        self.pos_drop = nnx.Dropout(
+            c.dropout if c.embed_dropout is None else c.embed_dropout, deterministic=True, rngs=rngs
+        )
+        augments = (c.rope_shift, c.rope_jitter, c.rope_rescale)
+        rope_train = c.position == "rope" and any(a is not None for a in augments)
+        self.rope_augment = RopeAugment(*augments, rngs=rngs) if rope_train else None
         norm = dict(eps=c.eps, spec=sharding.norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.pre_norm = LayerNorm(d, **norm) if c.pre_norm else None
         self.blocks = Encoder(
@@ -256,6 +276,7 @@ class VisionTower(nnx.Module):
             remat=use_gradient_checkpointing,
             remat_policy=remat_policy,
             scan_layers=scan_layers,
+            drop_path_uniform=c.drop_path_uniform,
             rngs=rngs,
             dim=d,
             num_heads=c.num_heads,
@@ -326,10 +347,14 @@ class VisionTower(nnx.Module):
         )
 
     def rope_for(self, grid_hw: tuple[int, int]) -> tuple[jax.Array, jax.Array] | None:
-        """`(cos, sin)` of the 2-D rotary embedding for a patch grid (RoPE towers), else None."""
+        """`(cos, sin)` of the 2-D rotary embedding for a patch grid (RoPE towers), else None; in train mode with
+        coordinates augmented by `rope_augment` (a new draw per call)."""
         if self.config.position != "rope":
             return None
-        cos, sin = rope_2d(grid_hw, self.config.head_dim, self.config.rope_theta)
+        coords = None
+        if self.rope_augment is not None and not self.rope_augment.deterministic:
+            coords = self.rope_augment(rope_coords(grid_hw))
+        cos, sin = rope_2d(grid_hw, self.config.head_dim, self.config.rope_theta, coords)
         return jnp.asarray(cos), jnp.asarray(sin)
 
     def embed(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:

@@ -139,6 +139,11 @@ def _split_dir(root: Path, split: str) -> Path | None:
 def image_folder(root: str | os.PathLike, *, val_fraction: float = 0.1, seed: int = 0) -> dict[str, FileSplit]:
     """Splits of an image-folder dataset (see the module docstring for the layout and bad-file policy)."""
     root = Path(os.path.expanduser(os.fspath(root)))
+    if root.exists() and not root.is_dir():
+        raise DatasetError(
+            f"dataset path {root} is a file; pass a folder of class folders (ROOT/<class>/<image>), "
+            "or digits for the built-in dataset"
+        )
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist (use --data digits for the built-in dataset)")
     if _split_dir(root, "train") is not None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +29,11 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float, UInt8
 from PIL import Image, ImageOps
+
+from ..common.resample import torch_resize_taps
+
+# PIL resample code -> torch's resize filter
+TORCH_FILTERS = {0: "nearest-exact", 2: "bilinear", 3: "bicubic"}
 
 IMAGENET_STANDARD_MEAN = IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -146,7 +150,7 @@ class ImageProcessorConfig:
             raise ValueError("do_center_crop=True needs crop_size (height, width)")
         if not isinstance(self.resample, int) or self.resample not in {int(r) for r in Image.Resampling}:
             raise ValueError(f"resample={self.resample!r} is not a Pillow resampling filter (0-5)")
-        if kind.torch and self.resample not in _TORCH_FILTERS:
+        if kind.torch and self.resample not in TORCH_FILTERS:
             raise ValueError(f"{name} resample={self.resample} is not supported; use 0, 2 (bilinear) or 3 (bicubic)")
         if kind.torch and not self.do_rescale:
             raise ValueError(
@@ -177,6 +181,8 @@ class ImageProcessorConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ImageProcessorConfig:
         """Parse a `preprocessor_config.json` dict, strictly: unknown or non-default unsupported fields raise."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"expected a JSON object of preprocessing settings, got a {type(raw).__name__}")
         name = raw.get("image_processor_type") or (raw.get("feature_extractor_type") or "").replace(
             "FeatureExtractor", "ImageProcessor"
         )
@@ -210,6 +216,8 @@ class ImageProcessorConfig:
             return cls.from_dict(json.loads(text))
         except (json.JSONDecodeError, ValueError, TypeError) as err:
             raise ValueError(f"{source}: {err}") from err
+        except RecursionError as err:
+            raise ValueError(f"{source}: its JSON is nested too deeply") from err
 
     @classmethod
     def for_model(cls, model) -> ImageProcessorConfig:
@@ -427,54 +435,11 @@ def _torch_pipeline(pixels: np.ndarray, config: ImageProcessorConfig) -> np.ndar
     return _normalize(out, config) if config.do_normalize else out
 
 
-def _linear(x: np.ndarray) -> np.ndarray:
-    x = np.abs(x)
-    return np.where(x < 1, 1 - x, 0).astype(np.float32)
-
-
-def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
-    """Keys' cubic convolution with PIL's a = -0.5, which torch's antialiased bicubic uses (not its -0.75)."""
-    x = np.abs(x)
-    near = ((a + 2) * x - (a + 3)) * x * x + 1
-    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return np.where(x < 1, near, np.where(x < 2, far, 0)).astype(np.float32)
-
-
-_TORCH_FILTERS = {0: None, 2: (_linear, 2), 3: (_cubic, 4)}  # resample -> (filter, taps at scale 1)
-
-
-def _torch_taps(n_in: int, n_out: int, resample: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices and weights `[n_out, K]` of torch's CPU resize kernel, with its float32 arithmetic
-    (`UpSampleKernel.cpp`: `_compute_indices_min_size_weights_aa`, `nearest_neighbor_exact_compute_source_index`)."""
-    f32 = np.float32
-    scale = f32(n_in) / f32(n_out)
-    i = np.arange(n_out, dtype=np.float64)
-    if _TORCH_FILTERS[resample] is None:  # nearest-exact: floor((i + 0.5) * scale), no antialiasing
-        idx = np.minimum(np.floor(((i + 0.5) * float(scale)).astype(f32)).astype(np.int64), n_in - 1)
-        return idx[:, None], np.ones((n_out, 1), f32)
-    filt, interp = _TORCH_FILTERS[resample]
-    support = f32(interp * 0.5 * float(scale)) if scale >= 1 else f32(interp * 0.5)
-    invscale = float(f32(1 / float(scale))) if scale >= 1 else 1.0
-    k = math.ceil(support) * 2 + 1
-    center = (float(scale) * (i + 0.5)).astype(f32)
-    xmin = np.maximum(((center - support).astype(np.float64) + 0.5).astype(np.int64), 0)
-    xmax = np.minimum(((center + support).astype(np.float64) + 0.5).astype(np.int64), n_in)
-    xsize = np.clip(xmax - xmin, 0, k)
-    j = np.arange(k)
-    offset = ((j + xmin[:, None]).astype(f32) - center[:, None]).astype(np.float64) + 0.5
-    weights = np.where(j < xsize[:, None], filt((offset * invscale).astype(f32)), f32(0))
-    total = weights[:, 0].copy()
-    for t in range(1, k):  # torch sums the taps in order
-        total += weights[:, t]
-    weights = (weights / np.where(total == 0, f32(1), total)[:, None]).astype(f32)
-    return np.minimum(j + xmin[:, None], n_in - 1), weights
-
-
 def _torch_resize_axis(x: np.ndarray, axis: int, n_out: int, resample: int) -> np.ndarray:
     """One separable pass over `axis`, accumulated tap by tap in float32 as torch does; a no-op at equal size."""
     if x.shape[axis] == n_out:
         return x
-    idx, weights = _torch_taps(x.shape[axis], n_out, resample)
+    idx, weights = torch_resize_taps(x.shape[axis], n_out, TORCH_FILTERS[resample])
     shape = [1] * x.ndim
     shape[axis] = n_out
     out = np.take(x, idx[:, 0], axis=axis) * weights[:, 0].reshape(shape)

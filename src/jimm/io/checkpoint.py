@@ -207,12 +207,12 @@ def open_checkpoint(paths: list[Path]) -> CheckpointSource:
     suffixes = {p.suffix for p in paths}
     if suffixes == {".safetensors"}:
         return SafetensorsSource(paths)
-    if suffixes == {".bin"}:
+    if suffixes in ({".bin"}, {".pth"}):  # transformers' pytorch_model.bin; torch-hub state dicts (DINOv2's .pth)
         return TorchBinSource(paths)
     if suffixes == {".npz"} and len(paths) == 1:
         return NpzSource(paths[0])
     if len(suffixes) > 1:
         raise ValueError(f"cannot read a mix of checkpoint file kinds: {[str(p) for p in paths]}")
     raise ValueError(
-        f"{', '.join(str(p) for p in paths)}: not a checkpoint file jimm reads (.safetensors, .bin or one .npz)"
+        f"{', '.join(str(p) for p in paths)}: not a checkpoint file jimm reads (.safetensors, .bin / .pth or one .npz)"
     )

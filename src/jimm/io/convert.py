@@ -41,8 +41,15 @@ def convert_checkpoint(
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     limit = parse_size(max_shard_size)
     src_path, dst_path = Path(src), Path(dst)
+    if src_path.is_file():
+        raise NotADirectoryError(
+            f"{src_path} is not a model directory (it is a file; pass the folder that holds config.json and the "
+            "weights)"
+        )
     if not src_path.is_dir():
-        raise FileNotFoundError(f"{src_path} is not a model folder (expected a folder with config.json and weights)")
+        raise FileNotFoundError(
+            f"{src_path} is not a model directory (no such folder); pass a folder with config.json and weights"
+        )
     if dst_path.exists() and dst_path.resolve() == src_path.resolve():
         raise ValueError("source and destination are the same folder; choose a new destination")
     resolved = resolve_model(src_path, prefer_pytorch=False)

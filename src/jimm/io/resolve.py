@@ -56,9 +56,22 @@ def weight_candidates(prefer_pytorch: bool) -> list[str]:
     return pytorch + safetensors if prefer_pytorch else safetensors + pytorch
 
 
+_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".npz", ".pt", ".pth", ".ckpt")
+
+
 def looks_local(text: str) -> bool:
-    """True for a string that names a path rather than an `owner/name` hub repo id."""
-    return text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "") or "\\" in text
+    """True for a name that cannot be a hub repo id, or that names a file or a folder under an existing one."""
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "") or "\\" in text:
+        return True
+    if text.endswith(_FILE_SUFFIXES) or ("/" in text and Path(text.split("/")[0]).is_dir()):
+        return True
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except ValueError:  # HFValidationError
+        return True
+    return False
 
 
 def read_index(index_path: Path, lookup: Callable[[str], Path | None]) -> list[Path]:
@@ -95,9 +108,14 @@ def resolve_model(
     if path.is_dir():
         return _resolve_local(path, text, prefer_pytorch, need_config)
     if path.exists():
-        raise NotADirectoryError(f"{text} is a file; pass the model folder that holds it (config.json and the weights)")
+        raise NotADirectoryError(
+            f"{text} is not a model directory (it is a file; pass the folder that holds config.json and the weights)"
+        )
     if looks_local(text):
-        raise FileNotFoundError(f"{text} does not exist (expected a model folder with config.json and weights)")
+        raise FileNotFoundError(
+            f"{text} is not a model directory (no such folder); pass a folder with config.json and weights, "
+            "or a hub repo id like google/vit-base-patch16-224"
+        )
     return _resolve_hub(text, prefer_pytorch, need_config, revision=revision, token=token, cache_dir=cache_dir)
 
 
@@ -140,11 +158,17 @@ def _resolve_hub(repo_id: str, prefer_pytorch: bool, need_config: bool, **hub_kw
     try:
         config = download(CONFIG)
     except Exception as err:
-        raise OSError(f"could not resolve {repo_id!r} as a local folder or hub repo: {err}") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise OSError(
+            f"{repo_id!r} is not a local folder, and the hub lookup failed ({type(err).__name__}: {first})"
+        ) from err
     if config is None and need_config:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = " (HF_HUB_OFFLINE is set and it is not in the cache)" if offline else ""
-        raise FileNotFoundError(f"hub repo {repo_id!r} has no {CONFIG}{hint}")
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise FileNotFoundError(
+                f"{repo_id!r} is not a local folder, and that hub repo is not in the cache (HF_HUB_OFFLINE is set); "
+                "pass a model folder, or unset HF_HUB_OFFLINE to download it"
+            )
+        raise FileNotFoundError(f"{repo_id!r} is not a local folder, and hub repo {repo_id!r} has no {CONFIG}")
     for name in weight_candidates(prefer_pytorch):
         found = download(name)
         if found is None:

@@ -182,7 +182,7 @@ class FolderSave:
 
     def __enter__(self) -> FolderSave:
         if self.target.exists() and not self.target.is_dir():
-            raise NotADirectoryError(f"{self.target} exists and is not a directory; choose a folder to save into")
+            raise NotADirectoryError(f"{self.target} is a file; a folder is needed there, choose another path")
         if not self.target.exists():
             self.target.mkdir(parents=True)
             self._created_target = True

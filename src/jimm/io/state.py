@@ -14,9 +14,13 @@ No model knowledge here: families pass their table and a builder.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
+import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -141,15 +145,16 @@ def abstract_model(build: Callable[..., nnx.Module], **kwargs) -> tuple[nnx.Grap
 
 
 def fresh_rng_state(variables: dict[Path_, nnx.Variable], rngs: nnx.Rngs | None) -> dict[Path_, nnx.Variable]:
-    """Concrete values for the abstract model's RNG streams, derived from `rngs` without compiling a constructor.
+    """Concrete values for the abstract model's RNG streams, derived from `rngs` without running a constructor.
 
-    Each stream's key is drawn from `rngs` (its `dropout` stream, else its default) and the stream's path, so
-    streams are distinct per module and layer and reproducible per seed; counts start at 0. Any other
-    non-parameter state is an internal error: models keep none.
+    Each stream's key data is a hash of `rngs`' `dropout` stream key (else its default) and the stream's path,
+    made in numpy and wrapped as a key: streams are distinct per module and layer and reproducible per seed,
+    and nothing is compiled (a threefry split would cost a second of compilation on the first load). Counts
+    start at 0. Any other non-parameter state is an internal error: models keep none.
     """
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     stream = rngs["dropout"] if "dropout" in rngs else rngs.default  # noqa: SIM401 (nnx.Rngs.get is no dict get)
-    base_key = stream()
+    base_key = stream.key[...]
     seed = np.asarray(jax.random.key_data(base_key)).tobytes()
     impl = jax.random.key_impl(base_key)
     out = {}
@@ -157,17 +162,20 @@ def fresh_rng_state(variables: dict[Path_, nnx.Variable], rngs: nnx.Rngs | None)
         if isinstance(variable, nnx.Param):
             continue
         value = variable.get_value()
-        if isinstance(variable, nnx.RngCount):
-            array = np.zeros(value.shape, value.dtype)
-        elif isinstance(variable, nnx.RngKey):
+        if isinstance(variable, nnx.RngKey):
             digest = hashlib.sha256(seed + repr(path).encode()).digest()
             generator = np.random.default_rng(np.frombuffer(digest, np.uint32))
             data = generator.integers(0, 2**32, size=(*value.shape, *np.shape(jax.random.key_data(base_key))))
-            out[path] = variable.replace(value=jax.random.wrap_key_data(data.astype(np.uint32), impl=impl))
-            continue
+            key = jax.random.wrap_key_data(data.astype(np.uint32), impl=impl)
+            if active_mesh() is not None:  # replicated over the mesh, like every unannotated state
+                key = jax.device_put(
+                    key, jax.sharding.NamedSharding(jax.sharding.get_mesh(), jax.sharding.PartitionSpec())
+                )
+            out[path] = variable.replace(value=key)
+        elif isinstance(variable, nnx.RngCount):
+            out[path] = variable.replace(value=place_on_mesh(np.zeros(value.shape, value.dtype), variable))
         else:
             raise RuntimeError(f"internal error: the loader cannot fill state {path} of type {type(variable).__name__}")
-        out[path] = variable.replace(value=place_on_mesh(array, variable))
     return out
 
 
@@ -212,31 +220,56 @@ def _direct_target(host: np.ndarray, slot: Slot, dtype: np.dtype) -> np.ndarray 
 
 
 def read_params(checkpoint, table: Sequence[Slot], variables: dict[Path_, nnx.Variable]) -> dict[Path_, nnx.Variable]:
-    """Fill each parameter from its slots on host, then place it on its sharding; one parameter at a time."""
+    """Fill each parameter from its slots on host, then place it on its sharding.
+
+    Parameters are filled by a few threads (`pread` and numpy's copies release the GIL), each holding one
+    parameter and one tensor at a time, so host memory beyond the parameters stays at a few tensors.
+    """
     by_param: dict[Path_, list[Slot]] = {}
     for slot in table:
         by_param.setdefault(slot.param, []).append(slot)
     entries = checkpoint.entries()
     largest = max((int(np.prod(entries[s.name][0])) * np.dtype(entries[s.name][1]).itemsize for s in table), default=0)
-    scratch = np.empty(largest, np.uint8)
-    out = {}
-    for param, slots in by_param.items():
+    local = threading.local()
+    mesh = jax.sharding.get_mesh() if active_mesh() is not None else None  # thread-local: re-entered per worker
+
+    def fill(param: Path_) -> nnx.Variable:
+        if mesh is not None and active_mesh() is None:
+            with jax.set_mesh(mesh):
+                return fill(param)
+        if getattr(local, "scratch", None) is None:
+            local.scratch = np.empty(largest, np.uint8)
         variable = variables[param]
         value = variable.get_value()
         host = aligned_empty(value.shape, value.dtype)
-        for slot in slots:
+        for slot in by_param[param]:
             shape, dtype = entries[slot.name]
             direct = _direct_target(host, slot, np.dtype(dtype))
             if direct is not None:
                 checkpoint.read(slot.name, out=direct)
                 continue
             count = int(np.prod(shape))
-            buffer = scratch[: count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
-            tensor = checkpoint.read(slot.name, out=buffer)
-            blocked_copy(_region(host, slot), slot.to_jimm(tensor))
-        out[param] = variable.replace(value=place_on_mesh(host, variable))
-        del host
+            buffer = local.scratch[: count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+            blocked_copy(_region(host, slot), slot.to_jimm(checkpoint.read(slot.name, out=buffer)))
+        return variable.replace(value=place_on_mesh(host, variable))
+
+    workers = min(LOAD_THREADS, os.cpu_count() or 1, len(by_param))
+    if workers <= 1:
+        return {param: fill(param) for param in by_param}
+    out, pending = {}, collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="jimm-load") as pool:
+        for param in by_param:  # at most `workers` parameters in flight: bounded host memory
+            pending.append((param, pool.submit(fill, param)))
+            if len(pending) >= workers:
+                done, future = pending.popleft()
+                out[done] = future.result()
+        for done, future in pending:
+            out[done] = future.result()
     return out
+
+
+LOAD_THREADS = 4
+"""Threads that fill parameters while loading (at most the number of cores)."""
 
 
 def place_on_mesh(host: np.ndarray, variable: nnx.Variable) -> jax.Array:

@@ -83,6 +83,19 @@ LEGACY_PRETRAINED_KEYS = frozenset(
         "begin_suppress_tokens",
     }
 )
+# transformers' backbone fields (`*Backbone` feature-map outputs): accepted by families with a backbone class.
+BACKBONE_KEYS = frozenset(
+    {
+        "out_features",
+        "out_indices",
+        "_out_features",
+        "_out_indices",
+        "stage_names",
+        "apply_layernorm",
+        "reshape_hidden_states",
+        "return_class_token",
+    }
+)
 
 
 def check_fields(
@@ -115,20 +128,79 @@ def check_fields(
         )
 
 
+# The JSON types a config.json value must have, by the type of the field's default (ints are checked on build).
+_JSON_TYPES: dict[type, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+    type(None): ((int, float, type(None)), "a number or null"),
+}
+
+
+def check_types(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Raise one `ValueError` naming every value whose JSON type does not fit its field's default."""
+    problems = []
+    for key, value in values.items():
+        kind = type(defaults.get(key))
+        if kind not in _JSON_TYPES:
+            continue  # ints, sizes and nested configs: checked when the config is built
+        types, described = _JSON_TYPES[kind]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            problems.append(f"{key}={value!r} (expected {described})")
+    if problems:
+        raise ValueError("config.json has fields of the wrong type: " + "; ".join(problems))
+
+
+def pair(value: Any, field: str) -> tuple[int, int]:
+    """An HF size field (`image_size`, `patch_size`): an int, or `[height, width]`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"{field} must be an int or [height, width], got {value!r}")
+
+
+def check_values(owner: str, config: Any, *, positive: Iterable[str] = (), unit: Iterable[str] = ()) -> None:
+    """Raise naming the field when one of `positive` is not a positive int or one of `unit` is not in [0, 1)."""
+    for name in positive:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
+    for name in unit:
+        value = getattr(config, name)
+        if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{owner}.{name} must be in [0, 1), got {value!r}")
+
+
+def check_labels(owner: str, num_labels: Any, id2label: Mapping | None) -> dict[int, str] | None:
+    """`id2label` with int keys, checked against `num_labels` (ids exactly 0..num_labels-1)."""
+    if not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 0:
+        raise ValueError(f"{owner}.num_labels must be a non-negative int, got {num_labels!r}")
+    if id2label is None:
+        return None
+    labels = {int(k): str(v) for k, v in id2label.items()}
+    if sorted(labels) != list(range(num_labels)):
+        raise ValueError(
+            f"{owner}.id2label must have exactly the ids 0..{num_labels - 1} (num_labels={num_labels}), "
+            f"got {len(labels)} ids"
+        )
+    return labels
+
+
 def read_labels(config: Mapping[str, Any], *, default_num_labels: int = 2) -> tuple[int, dict[int, str] | None]:
     """`(num_labels, id2label)` as transformers reads them; HF's placeholder names `LABEL_i` become None."""
     id2label = config.get("id2label")
     if id2label is None:
         return int(config.get("num_labels", default_num_labels)), None
-    if not isinstance(id2label, Mapping):
-        raise ValueError(f"config.json id2label must be an object of id -> name, got {type(id2label).__name__}")
+    if not (isinstance(id2label, Mapping) and all(isinstance(v, str) for v in id2label.values())):
+        raise ValueError(f"config.json id2label must map ids to label names, got {id2label!r:.200}")
     try:
-        id2label = {int(k): str(v) for k, v in id2label.items()}
+        id2label = {int(k): v for k, v in id2label.items()}
     except (TypeError, ValueError):
-        raise ValueError("config.json id2label keys must be integers") from None
+        raise ValueError(f"config.json id2label keys must be integer ids, got {list(id2label)!r:.200}") from None
     num_labels = len(id2label)
     if "num_labels" in config and config["num_labels"] != num_labels:
-        raise ValueError(f"config.json has num_labels={config['num_labels']} but {num_labels} id2label entries")
+        raise ValueError(f"config.json has num_labels={config['num_labels']!r} but {num_labels} id2label entries")
     if id2label == {i: f"LABEL_{i}" for i in range(num_labels)}:
         id2label = None
     return num_labels, id2label
@@ -145,10 +217,15 @@ def write_labels(labels: Mapping[int, str]) -> dict[str, Any]:
 
 
 __all__ = [
+    "BACKBONE_KEYS",
     "IGNORED_HF_KEYS",
     "LEGACY_PRETRAINED_KEYS",
     "check_fields",
+    "check_labels",
+    "check_types",
+    "check_values",
     "labels_or_placeholders",
+    "pair",
     "read_labels",
     "write_labels",
 ]

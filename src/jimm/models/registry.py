@@ -13,12 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..io.resolve import CONFIG, local_lookup, looks_local, resolve_model, weight_candidates
-
 # model_type -> "module:Class"
 MODEL_TYPES: dict[str, str] = {
     "vit": "jimm.models.vit:VisionTransformer",
     "deit": "jimm.models.vit:VisionTransformer",
+    "dinov2": "jimm.models.dinov2:DINOv2Model",
+    "dinov2_with_registers": "jimm.models.dinov2:DINOv2Model",
+    "dinov3_vit": "jimm.models.dinov3:DINOv3Model",
     "clip": "jimm.models.clip:CLIP",
     "clip_vision_model": "jimm.models.clip:CLIPVisionModel",
     "clip_text_model": "jimm.models.clip:CLIPTextModel",
@@ -34,8 +35,21 @@ ARCHITECTURES: dict[tuple[str, str], str] = {
 # (predicate over tensor names, "module:Class"), tried in order for checkpoints without an HF config.json.
 LAYOUTS: list[tuple[Any, str]] = [
     (lambda names: any(n.endswith("embedding/kernel") for n in names), "jimm.models.vit:VisionTransformer"),
+    # torch-hub DINOv2 (`mask_token`, `register_tokens`, SwiGLU `w12`); timm's DINOv2 names are a timm ViT's
+    (lambda names: _dinov2_hub(names), "jimm.models.dinov2:DINOv2Model"),
     (lambda names: "patch_embed.proj.weight" in names, "jimm.models.vit:VisionTransformer"),
+    # HF-layout weights without their config.json: the class's own loader says what is missing
+    (
+        lambda names: any(n.endswith("embeddings.patch_embeddings.projection.weight") for n in names),
+        "jimm.models.vit:VisionTransformer",
+    ),
 ]
+
+
+def _dinov2_hub(names) -> bool:
+    from .dinov2.formats import HUB, detect
+
+    return detect(names) == HUB
 
 
 def _load_class(target: str) -> type:
@@ -78,31 +92,16 @@ def class_for_tensors(names, *, source: str) -> type:
     raise ValueError(f"{source}: the tensor layout matches no family jimm implements (tensors: {sample})")
 
 
-def model_class(name_or_path: str | os.PathLike, **hub_kwargs) -> type:
-    """The jimm class that `from_pretrained(name_or_path)` would build."""
+def model_class(name_or_path: str | os.PathLike, **locate_kwargs) -> type:
+    """The jimm class that `from_pretrained(name_or_path)` would build (the same file lookup and messages)."""
     from ..io.checkpoint import open_checkpoint
+    from .loading import locate
 
     source = os.fspath(name_or_path)
-    path = Path(os.path.expanduser(source))
-    weights = [path] if path.is_file() else None
-    npz = sorted(path.glob("*.npz")) if path.is_dir() else []
-    if weights is None and len(npz) == 1 and not (path / CONFIG).is_file():
-        weights = npz
-    if weights is None and path.is_dir() and not (path / CONFIG).is_file():
-        candidates = weight_candidates(prefer_pytorch=False)
-        if not any(local_lookup(path)(name) for name in candidates):
-            raise FileNotFoundError(
-                f"{source} has no HF config.json and no checkpoint: looked for {', '.join(candidates)} and one .npz"
-            )
-    if weights is None and (path.is_dir() or not looks_local(source)):
-        resolved = resolve_model(name_or_path, need_config=False, **hub_kwargs)
-        if resolved.config is not None:
-            config = read_json_object(resolved.config)
-            if "model_type" in config:
-                return class_for_config(config, source=source)
-        weights = resolved.weights
-    if weights is None:
-        raise FileNotFoundError(f"{source} does not exist (expected a model folder, a checkpoint file or a hub id)")
+    kwargs = {"prefer_pytorch": False, "revision": None, "token": None, "cache_dir": None, **locate_kwargs}
+    weights, config, _ = locate(name_or_path, **kwargs)
+    if config is not None:
+        return class_for_config(read_json_object(config), source=source)
     with open_checkpoint(weights) as checkpoint:
         return class_for_tensors(checkpoint.entries(), source=source)
 

@@ -7,6 +7,7 @@ A run directory remembers its TrainConfig; resuming with a config that would cha
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 
@@ -20,6 +21,8 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
     "l": (1024, 24, 16, 4096),
 }
 _ALIASES = {"tiny": "ti", "small": "s", "base": "b", "large": "l"}
+
+MAX_STEPS = 2**31 - 1  # optax counts steps in int32
 
 RESUME_FREE = frozenset({"log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "progress"})
 
@@ -69,21 +72,26 @@ class TrainConfig:
                 raise ValueError(message)
 
         need(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        need(self.steps <= MAX_STEPS, f"steps must be at most {MAX_STEPS} (optax counts in int32), got {self.steps}")
         need(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         need(self.grad_accum >= 1, f"gradient accumulation must be >= 1, got {self.grad_accum}")
         need(
             self.batch_size % self.grad_accum == 0,
             f"batch size {self.batch_size} is not divisible by gradient accumulation {self.grad_accum}",
         )
-        need(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"learning rate must be > 0 and finite, got {self.lr}")
         need(
             0 <= self.warmup_steps < self.steps,
             f"warmup steps must be in [0, steps={self.steps}), got {self.warmup_steps}",
         )
         need(0.0 <= self.min_lr_ratio <= 1.0, f"min lr ratio must be in [0, 1], got {self.min_lr_ratio}")
-        need(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
-        need(self.clip_norm >= 0, f"gradient clip norm must be >= 0 (0 disables), got {self.clip_norm}")
+        need(0 <= self.weight_decay < math.inf, f"weight decay must be >= 0 and finite, got {self.weight_decay}")
+        need(
+            0 <= self.clip_norm < math.inf,
+            f"gradient clip norm must be >= 0 and finite (0 disables), got {self.clip_norm}",
+        )
         need(0.0 <= self.label_smoothing < 1.0, f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(0 <= self.seed < 2**32 - 1, f"seed must be in [0, 2**32 - 2], got {self.seed}")
         need(self.shift >= 0, f"shift must be >= 0, got {self.shift}")
         for name in ("log_every", "checkpoint_every"):
             need(getattr(self, name) >= 1, f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")

@@ -6,6 +6,7 @@ step are dropped, so a killed run's log matches an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -13,17 +14,29 @@ from pathlib import Path
 from typing import Any
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+@contextlib.contextmanager
+def _naming(path: Path):
+    """OS errors (a full disk) name the file being written."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, os.fspath(path)) from err
+
+
+def _atomic_write(path: Path, write) -> None:
+    with _naming(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 class MetricsLog:
@@ -33,11 +46,14 @@ class MetricsLog:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
         if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            for line in self.path.read_bytes().splitlines():
                 try:
-                    self.rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a line cut by a kill: drop it and everything after
+                    row = json.loads(line)
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                    row = None
+                if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
+                    break  # a line cut by a kill (or not ours): drop it and everything after
+                self.rows.append(row)
 
     def truncate(self, step: int) -> None:
         self.rows = [r for r in self.rows if r.get("step", 0) <= step]
@@ -46,7 +62,7 @@ class MetricsLog:
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with open(self.path, "a", encoding="utf-8") as f:
+        with _naming(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...common.transformer import ACTIVATIONS
 from ...common.vision import VisionTowerConfig
-from ..hf_config import check_fields, labels_or_placeholders, read_labels, write_labels
+from ..hf_config import check_fields, check_types, labels_or_placeholders, read_labels, write_labels
 
 # ViT-specific fields that describe heads we do not build: accepted, not used.
 VIT_IGNORED_KEYS = frozenset(
@@ -210,6 +210,7 @@ class ViTConfig:
             fixed["head_dim"] = config.get("hidden_size", 768) // config.get("num_attention_heads", 12)
         check_fields(config, fields, family="jimm.VisionTransformer", fixed=fixed, ignored=VIT_IGNORED_KEYS)
         kwargs = {k: config[k] for k in fields if k in config}
+        check_types(kwargs, {f.name: f.default for f in dataclasses.fields(cls)})
         for key in ("image_size", "patch_size"):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])
@@ -257,10 +258,12 @@ VARIANT_DEFAULTS: dict[str, Any] = {
 def read_config_file(path: str | os.PathLike) -> ViTConfig:
     """Parse `config.json`, naming the file in any error."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             raw = json.load(f)
-    except json.JSONDecodeError as err:
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise ValueError(f"{path} is not a config file: its JSON is nested too deeply") from err
     try:
         return ViTConfig.from_hf_dict(raw)
     except (ValueError, TypeError) as err:

@@ -17,28 +17,12 @@ from ...common.transformer import default_kernel_init
 from ...io.resolve import CONFIG, PREPROCESSOR
 from ...io.save import save_model_folder
 from ...io.state import CheckpointMismatchError, tensors_to_save
-from ..loading import decide_head, fresh_params_of, load_model
+from ..loading import check_depth, decide_head, fresh_params_of, head_permutation, load_model, permute_rows
+from ..views import Renamed
 from .config import ViTConfig
 from .names import LAYERS, POOLER, classic_name, head_name, model_prefix, name_table
 
 logger = logging.getLogger(__name__)
-
-
-class _Renamed:
-    """A checkpoint view under classic names (transformers-v5 in-memory names renamed)."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.names = {classic_name(name): name for name in raw.entries()}
-        if len(self.names) != len(raw.entries()):
-            raise ValueError("checkpoint holds both classic and transformers-v5 names for the same tensors")
-
-    def entries(self):
-        entries = self.raw.entries()
-        return {ours: entries[theirs] for ours, theirs in self.names.items()}
-
-    def read(self, name, out=None):
-        return self.raw.read(self.names[name], out=out)
 
 
 def load_pretrained(
@@ -72,7 +56,7 @@ def load_pretrained(
         name_or_path, config=config, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
     )
     with checkpoint:
-        view = _Renamed(checkpoint)
+        view = Renamed(checkpoint, classic_name)
         if img_size is not None:  # resample once at load time: the saved config then records the new size
             old_grid = config.grid_hw
             config = config.replace(image_size=tuple(img_size) if isinstance(img_size, list | tuple) else img_size)
@@ -83,9 +67,11 @@ def load_pretrained(
                     view, pos_name, old_grid, config.grid_hw, pos_prefix, config.pos_embed_antialias
                 )
         entries = view.entries()
+        check_depth(entries, r"(?:^|\.)encoder\.layer\.(\d+)\.", config.num_hidden_layers, source=source)
         prefix = next((p for p in ("vit.", "deit.") if any(name.startswith(p) for name in entries)), "")
         head = entries.get(head_name(config))
         stored_classes = head[0][0] if head is not None and len(head[0]) == 2 else None
+        stored_labels = config.id2label
         config, do_classification, head_from_checkpoint = decide_head(
             config,
             stored_classes,
@@ -95,6 +81,9 @@ def load_pretrained(
             source=source,
         )
         table = name_table(config, prefix=prefix, with_head=head_from_checkpoint)
+        if head_from_checkpoint:
+            heads = [s.name for s in table if s.param[0] in ("classifier", "classifier_dist")]
+            table = permute_rows(table, heads, head_permutation(stored_labels, config.id2label))
         ignored = {name for name in entries if POOLER.match(name)}
         if not head_from_checkpoint:
             heads = ("classifier.", "cls_classifier.", "distillation_classifier.")

@@ -8,12 +8,12 @@ npz) it is inferred from the tensor shapes.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ....io.checkpoint import CheckpointSource, PrefixStripped, open_checkpoint
-from ....io.resolve import CONFIG, PYTORCH, SAFETENSORS, resolve_model
+from ....io.resolve import CONFIG
+from ...loading import locate
 from ..config import ViTConfig
 from . import ConvertedSource
 from . import big_vision as bv
@@ -23,8 +23,8 @@ FORMATS = ("hf", "timm", "big_vision")
 HF_MARKER = "embeddings.patch_embeddings.projection.weight"
 
 
-def detect_format(names) -> str:
-    """'hf', 'timm' or 'big_vision' from a checkpoint's tensor names; a clear error for anything else."""
+def detect_format(names, source: str = "checkpoint") -> str:
+    """'hf', 'timm' or 'big_vision' from a checkpoint's tensor names; a clear error naming `source` otherwise."""
     names = list(names)
     if any(n.endswith(HF_MARKER) for n in names):
         return "hf"
@@ -34,7 +34,7 @@ def detect_format(names) -> str:
         return "big_vision"
     sample = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
     raise ValueError(
-        f"unknown checkpoint layout (tensors: {sample}). jimm reads HF ViT/DeiT "
+        f"{source}: unknown checkpoint layout (tensors: {sample}). jimm.VisionTransformer reads HF ViT/DeiT "
         f"('{HF_MARKER}'), timm ('{timm_format.MARKER}') and vit_jax/big_vision npz ('embedding/kernel') layouts"
     )
 
@@ -49,37 +49,18 @@ def _as_config(config: ViTConfig | str | None) -> ViTConfig | None:
     raise TypeError(f"config must be a ViTConfig or a variant name like 'B/16', got {type(config).__name__}")
 
 
-def _is_hf_config(path: Path) -> bool:
-    """True for an HF `config.json` (it has `model_type`); a timm folder's config.json has none."""
-    if not path.is_file():
-        return False
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    return isinstance(raw, dict) and "model_type" in raw
-
-
-def locate(
-    name_or_path, *, prefer_pytorch: bool, revision, token, cache_dir
-) -> tuple[list[Path], Path | None, Path | None]:
-    """(weight files, HF config.json or None, preprocessor_config.json or None) for a file, folder or hub id."""
-    path = Path(os.path.expanduser(os.fspath(name_or_path)))
+def _missing_hf_config(path: Path) -> str:
     if path.is_file():
-        return [path], None, None
-    if path.is_dir() and not _is_hf_config(path / CONFIG):  # a timm folder (its config.json has no model_type) or npz
-        for name in [PYTORCH, SAFETENSORS] if prefer_pytorch else [SAFETENSORS, PYTORCH]:
-            if (path / name).is_file():
-                return [path / name], None, None
-        npz = sorted(path.glob("*.npz"))
-        if len(npz) == 1:
-            return npz, None, None
-        raise FileNotFoundError(f"{path} has no HF config.json and no single {SAFETENSORS}, {PYTORCH} or .npz file")
-    resolved = resolve_model(
-        name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
+        return (
+            f"{path} holds HF-layout weights, which need their config.json: pass the model folder that holds "
+            "both (or config= in Python)"
+        )
+    if not (path / CONFIG).is_file():
+        return f"{path} has HF-layout weights but no {CONFIG}; add the model's {CONFIG} (or pass config= in Python)"
+    return (
+        f"{path / CONFIG} has no model_type, so it is not an HF config; HF-layout weights need one "
+        '(with "model_type": "vit"), or config= in Python'
     )
-    hf = resolved.config if _is_hf_config(resolved.config) else None
-    return resolved.weights, hf, resolved.preprocessor
 
 
 def open_model(
@@ -94,11 +75,11 @@ def open_model(
     config = _as_config(config)
     raw = open_checkpoint(weights)
     try:
-        fmt = detect_format(raw.entries())
+        fmt = detect_format(raw.entries(), ", ".join(str(p) for p in weights))
         if fmt == "hf":
             if config is None:
                 if hf_config is None:
-                    raise FileNotFoundError(f"{name_or_path}: HF-layout weights need a config.json (or pass config=)")
+                    raise FileNotFoundError(_missing_hf_config(Path(os.path.expanduser(os.fspath(name_or_path)))))
                 config = read_config_file(hf_config)
             return raw, config, preprocessor, fmt
         if fmt == "timm":
@@ -117,4 +98,4 @@ def open_model(
         raise
 
 
-__all__ = ["FORMATS", "detect_format", "locate", "open_model"]
+__all__ = ["FORMATS", "detect_format", "open_model"]

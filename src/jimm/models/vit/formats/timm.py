@@ -31,22 +31,12 @@ from __future__ import annotations
 
 import math
 
+from ...views import concat_rows, split_rows
 from ..config import ViTConfig
 from ..variants import HEADS_BY_WIDTH
 from . import Rule, same
 
 MARKER = "patch_embed.proj.weight"
-
-
-def _split3(a):
-    n = a.shape[0] // 3
-    return a[:n], a[n : 2 * n], a[2 * n :]
-
-
-def _concat(*parts):
-    import numpy as np
-
-    return (np.concatenate(parts, axis=0),)
 
 
 def rules(config: ViTConfig, *, with_head: bool) -> list[Rule]:
@@ -66,9 +56,9 @@ def rules(config: ViTConfig, *, with_head: bool) -> list[Rule]:
     for i in range(c.num_hidden_layers):
         t, h = f"blocks.{i}", f"encoder.layer.{i}"
         qkv = tuple(f"{h}.attention.attention.{x}" for x in ("query", "key", "value"))
-        out.append(Rule((f"{t}.attn.qkv.weight",), tuple(f"{n}.weight" for n in qkv), _split3, _concat))
+        out.append(Rule((f"{t}.attn.qkv.weight",), tuple(f"{n}.weight" for n in qkv), split_rows(3), concat_rows))
         if c.qkv_bias:
-            out.append(Rule((f"{t}.attn.qkv.bias",), tuple(f"{n}.bias" for n in qkv), _split3, _concat))
+            out.append(Rule((f"{t}.attn.qkv.bias",), tuple(f"{n}.bias" for n in qkv), split_rows(3), concat_rows))
         pairs = [
             ("norm1", "layernorm_before"),
             ("norm2", "layernorm_after"),

@@ -1,0 +1,1 @@
+"""Pictures of what a model computes: dense feature PCA maps and attention overlays (`jimm features`)."""

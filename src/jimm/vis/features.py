@@ -1,0 +1,176 @@
+"""Dense features people can look at: per image, the patch features, their PCA picture and the CLS attention.
+
+`jimm features MODEL IMAGE... --out DIR` runs `write_features`: the model comes from `jimm.from_pretrained`
+(any family with patch tokens), each image goes through the model's own processor
+(`ImageProcessorConfig.for_model`), and three files are written per image:
+- `NAME_features.npy`: the patch tokens after the final norm, `[h, w, D]` float32 (`forward_features`
+  without the class / register tokens, on the patch grid);
+- `NAME_pca.png`: the model input next to the first three principal components of the patch tokens shown as
+  RGB (each component min-max scaled; nearest upsampling, so each patch stays a square): the DINOv2 picture;
+- `NAME_attention.png`: the last block's attention from the class token to each patch, averaged over heads,
+  upsampled bilinearly and laid over the image (models without a class token: the attention each patch
+  receives, averaged over queries and heads).
+
+numpy and Pillow only, imported lazily by the CLI. Dimension letters: h, w patch grid; D width; N heads; T tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from PIL import Image
+
+# A perceptually ordered black -> purple -> red -> orange -> yellow ramp (close to matplotlib's "inferno").
+_HEAT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32) / 255
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFeatures:
+    """One image's model input (`[H, W, 3]` in [0, 1]), patch tokens `[h, w, D]` and attention map `[h, w]`."""
+
+    image: np.ndarray
+    patches: np.ndarray
+    attention: np.ndarray
+
+
+def _last_block(encoder):
+    """The encoder's last block as a module of its own (sliced out of the stacked parameters when scanned)."""
+    if not encoder.scan_layers:
+        return encoder.layers[-1]
+    graphdef, state = nnx.split(encoder.layers)
+    return nnx.merge(graphdef, jax.tree.map(lambda a: a[-1], state))
+
+
+@nnx.jit
+def _patches_and_attention(model, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(final-normed tokens [B, T, D], last block's attention [B, N, T, T])` in one pass."""
+    tower = model.vision_tower
+    hidden = tower.hidden_states(x)
+    block = _last_block(tower.blocks)
+    weights = block.attn.weights(block.norm1(hidden[-2]), rope=tower.rope_for(tower.check_images(x)))
+    return tower.final_norm(hidden[-1]), weights
+
+
+def attention_map(weights: np.ndarray, num_prefix: int, class_token: bool, grid_hw: tuple[int, int]) -> np.ndarray:
+    """`[N, T, T]` attention -> `[h, w]`: the class token's row over the patches, or what each patch receives."""
+    mean = weights.mean(axis=0)  # [T, T], heads averaged
+    to_patches = mean[0, num_prefix:] if class_token else mean[:, num_prefix:].mean(axis=0)
+    return to_patches.reshape(grid_hw)
+
+
+def pca_rgb(patches: np.ndarray) -> np.ndarray:
+    """`[h, w, D]` -> `[h, w, 3]` in [0, 1]: the first three principal components, each min-max scaled.
+
+    Signs are fixed (each component's largest loading positive), so the picture is reproducible.
+    """
+    h, w, d = patches.shape
+    flat = patches.reshape(h * w, d).astype(np.float64)
+    flat = flat - flat.mean(axis=0)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    vt = vt[:3]
+    vt = vt * np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])[:, None]
+    comps = flat @ vt.T
+    if comps.shape[1] < 3:  # fewer patches or channels than three components
+        comps = np.pad(comps, ((0, 0), (0, 3 - comps.shape[1])))
+    lo, hi = comps.min(axis=0), comps.max(axis=0)
+    comps = (comps - lo) / np.where(hi > lo, hi - lo, 1.0)
+    return comps.reshape(h, w, 3).astype(np.float32)
+
+
+def heat_colors(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] `[...]` -> RGB `[..., 3]` on the `_HEAT` ramp."""
+    position = np.clip(values, 0, 1) * (len(_HEAT) - 1)
+    low = np.minimum(position.astype(int), len(_HEAT) - 2)
+    t = (position - low)[..., None]
+    return _HEAT[low] * (1 - t) + _HEAT[low + 1] * t
+
+
+def _to_pil(rgb: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+
+
+def side_by_side(image: np.ndarray, pca: np.ndarray) -> Image.Image:
+    """The image and its PCA map (nearest-upsampled to the image size), left to right."""
+    height, width = image.shape[:2]
+    pca_big = np.asarray(_to_pil(pca).resize((width, height), Image.Resampling.NEAREST))
+    return Image.fromarray(np.concatenate([np.asarray(_to_pil(image)), pca_big], axis=1))
+
+
+def overlay(image: np.ndarray, attention: np.ndarray, *, alpha: float = 0.6) -> Image.Image:
+    """The attention map, min-max scaled, upsampled bilinearly and blended over the image."""
+    height, width = image.shape[:2]
+    lo, hi = float(attention.min()), float(attention.max())
+    scaled = (attention - lo) / (hi - lo) if hi > lo else np.zeros_like(attention)
+    big = Image.fromarray(scaled.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
+    return _to_pil((1 - alpha) * image + alpha * heat_colors(np.asarray(big)))
+
+
+def model_view(pixels: np.ndarray, processor) -> np.ndarray:
+    """A processor's output `[H, W, C]` -> the picture the model saw, RGB in [0, 1] (normalisation undone)."""
+    x = pixels.astype(np.float32)
+    if processor.do_normalize:
+        x = x * np.asarray(processor.image_std, np.float32) + np.asarray(processor.image_mean, np.float32)
+    if processor.do_rescale:
+        x = x / (processor.rescale_factor * 255)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.clip(x[..., :3], 0, 1)
+
+
+def extract(model, pixels: np.ndarray, processor) -> ImageFeatures:
+    """Features of one preprocessed image `[H, W, C]` (the model's processor output)."""
+    tower = model.vision_tower
+    x = jax.numpy.asarray(pixels[None])
+    grid = tower.check_images(x)
+    tokens, weights = _patches_and_attention(model, x)
+    c = tower.config
+    patches = np.asarray(tokens[0, c.num_prefix_tokens :]).reshape(*grid, -1)
+    attention = attention_map(np.asarray(weights[0]), c.num_prefix_tokens, c.class_token, grid)
+    return ImageFeatures(model_view(pixels, processor), patches, attention)
+
+
+def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Output stems, made unique (`a`, `a_2`, ...) when two images share a file name."""
+    seen: dict[str, int] = {}
+    out = []
+    for path in paths:
+        stem = Path(path).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return out
+
+
+def write_features(model, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
+    """Write the three files per image (module docstring) into `out_dir`; `model` is a jimm model or a name.
+
+    Returns the written paths, three per image in input order.
+    """
+    from ..data.preprocess import ImageProcessorConfig, preprocess
+
+    if isinstance(model, str | os.PathLike):
+        from ..models.registry import from_pretrained
+
+        model = from_pretrained(model, sharding=None)
+    if getattr(model, "vision_tower", None) is None:
+        raise ValueError(f"{type(model).__name__} has no vision tower with patch tokens; `jimm features` needs one")
+    processor = ImageProcessorConfig.for_model(model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, name in zip(images, _names(images), strict=True):
+        features = extract(model, preprocess(path, processor), processor)
+        files = (out / f"{name}_features.npy", out / f"{name}_pca.png", out / f"{name}_attention.png")
+        np.save(files[0], features.patches.astype(np.float32))
+        side_by_side(features.image, pca_rgb(features.patches)).save(files[1])
+        overlay(features.image, features.attention).save(files[2])
+        written += files
+    return written
+
+
+__all__ = ["ImageFeatures", "attention_map", "extract", "overlay", "pca_rgb", "side_by_side", "write_features"]
