@@ -158,6 +158,10 @@ def test_classifier_head_saves_as_transformers_classifier(kind, tmp_path):
     again = jimm.from_pretrained(tmp_path / "ours", scan_layers=False)
     assert type(again) is cls and again.config.labels == labels
     assert all(np.array_equal(a, params(again)[k]) for k, a in params(model).items())
+    reordered = dict(enumerate(["owl", "cat", "dog", "emu", "yak"]))  # the same classes, another order: rows follow
+    relabelled = cls.from_pretrained(tmp_path / "ours", id2label=reordered, scan_layers=False)
+    kernel = params(model)["classifier.kernel"]
+    np.testing.assert_array_equal(params(relabelled)["classifier.kernel"], kernel[:, [4, 0, 1, 2, 3]])
     assert model.config.image_hw == (30, 30) if kind == "clip" else (28, 28)
 
 
@@ -170,6 +174,12 @@ def test_strict_loading_lists_every_problem_and_ignores_position_ids(saved, tmp_
     save_file(tensors, tmp_path / "ok" / "model.safetensors")
     (tmp_path / "ok" / "config.json").write_text((path / "config.json").read_text())
     load(tmp_path / "ok")
+    config = json.loads((path / "config.json").read_text())
+    config["vision_config"]["num_hidden_layers"] = 10**9  # a corrupt depth fails before a table is built
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointMismatchError, match="asks for 1000000000 layers but the checkpoint holds 2"):
+        load(tmp_path / "ok")
+    (tmp_path / "ok" / "config.json").write_text((path / "config.json").read_text())
     del tensors["text_model.final_layer_norm.bias"]
     tensors["vision_model.extra.weight"] = np.zeros(3, np.float32)
     tensors["logit_scale"] = np.zeros((2, 2), np.float32)
@@ -190,7 +200,7 @@ def test_both_name_forms_in_one_file_is_an_error(tmp_path):
     tensors = load_file(tmp_path / "model.safetensors")
     tensors["vision_model.post_layernorm.bias"] = tensors["post_layernorm.bias"]
     save_file(tensors, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match="both with and without the 'vision_model.' prefix"):
+    with pytest.raises(ValueError, match="both classic and transformers-v5 names for the same tensors"):
         load(tmp_path)
 
 

@@ -15,16 +15,21 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ...common.transformer import ACTIVATIONS
-from ..hf_config import LEGACY_PRETRAINED_KEYS, check_fields, labels_or_placeholders, read_labels, write_labels
+from ..hf_config import (
+    LEGACY_PRETRAINED_KEYS,
+    check_fields,
+    check_labels,
+    check_types,
+    check_values,
+    labels_or_placeholders,
+    read_labels,
+    write_labels,
+)
 
 # Keys transformers 4.x configs carry that no jimm model uses: old CLIP sub-configs' never-read `dropout`, and the
 # labels every 4.x sub-config wrote.
 SUB_CONFIG_IGNORED = LEGACY_PRETRAINED_KEYS | {"dropout"}
 TOWERS = ("vision", "text")
-
-
-def _pair(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
 
 
 class SubConfig:
@@ -34,10 +39,8 @@ class SubConfig:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}.{field} must be a positive int, got {value!r}")
+        positive = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        check_values(name, self, positive=positive, unit=("attention_dropout",))
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"{name}.hidden_size={self.hidden_size} is not divisible by "
@@ -64,9 +67,11 @@ class SubConfig:
             raise ValueError(
                 f"{family}: expected a {cls.MODEL_TYPE!r} sub-config, got model_type={raw['model_type']!r}"
             )
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
         check_fields(raw, fields, family=f"{family} ({cls.MODEL_TYPE})", ignored=SUB_CONFIG_IGNORED)
-        return cls(**{k: _pair(raw[k]) for k in fields if raw.get(k) is not None})
+        values = {k: raw[k] for k in fields if raw.get(k) is not None}  # transformers: null is the default
+        check_types(values, fields)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def to_hf_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -98,16 +103,7 @@ class PairConfig:
         return hash((fields, tuple(sorted(self.id2label.items())) if self.id2label else None))
 
     def _check_labels(self) -> None:
-        if not isinstance(self.num_labels, int) or self.num_labels < 0:
-            raise ValueError(f"{type(self).__name__}.num_labels must be a non-negative int, got {self.num_labels!r}")
-        if self.id2label is not None:
-            labels = {int(k): str(v) for k, v in self.id2label.items()}
-            if sorted(labels) != list(range(self.num_labels)):
-                raise ValueError(
-                    f"{type(self).__name__}.id2label must have exactly the ids 0..{self.num_labels - 1} "
-                    f"(num_labels={self.num_labels}), got {len(labels)} ids"
-                )
-            object.__setattr__(self, "id2label", labels)
+        object.__setattr__(self, "id2label", check_labels(type(self).__name__, self.num_labels, self.id2label))
 
     @property
     def labels(self) -> dict[int, str]:
@@ -146,6 +142,7 @@ class PairConfig:
             sub.update(raw.get(f"{tower}_config_dict") or {})  # transformers: the *_dict values win
             subs[f"{tower}_config"] = sub_cls.from_hf_dict(sub, family=cls.FAMILY)
         kwargs = {k: raw[k] for k in top - {"vision_config", "text_config"} if raw.get(k) is not None}
+        check_types(kwargs, {f.name: f.default for f in dataclasses.fields(cls)})
         num_labels, id2label = read_labels(raw)
         return cls(**subs, **kwargs, num_labels=num_labels, id2label=id2label)
 

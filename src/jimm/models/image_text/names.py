@@ -4,7 +4,7 @@ Both families write the same encoder layers (`encoder.layers.N.self_attn.{q,k,v,
 `mlp.fc1/fc2`); what differs (CLIP's class embedding, missing patch bias and `pre_layrnorm`; SigLIP's MAP head
 and text `head`) is read from the tower configs. Names are the classic ones transformers writes for the pair
 models and the hub holds (`vision_model.embeddings...`); the standalone towers' transformers-v5 names, which
-lack the `vision_model.` / `text_model.` prefix, are normalised by `TowerPrefixed` first.
+lack the `vision_model.` / `text_model.` prefix, are renamed first (`with_tower_prefix`).
 
 SigLIP's MAP head is a torch `nn.MultiheadAttention`: its fused `in_proj_weight [3D, D]` (q, k, v rows) fills
 two jimm parameters, `q_kernel [D, N, H]` and `kv_kernel [D, 2, N, H]`. Two slots share that tensor name, each
@@ -19,7 +19,6 @@ import numpy as np
 
 from ...common.text import TextTowerConfig
 from ...common.vision import VisionTowerConfig
-from ...io.checkpoint import CheckpointSource
 from ...io.state import Slot, identity
 from ..converters import conv_to_hf, conv_to_jimm, heads_bias, heads_in, heads_out, linear
 
@@ -175,29 +174,14 @@ def fuse_shared_names(tensors: list) -> list:
     return out
 
 
-class TowerPrefixed(CheckpointSource):
-    """A standalone tower's checkpoint under classic names: transformers v5 drops the `vision_model.` /
-    `text_model.` prefix of `CLIPVisionModel`, `CLIPTextModel`, `SiglipVisionModel` and `SiglipTextModel`, in memory
-    and (5.24) on disk. Names already under a top-level prefix are kept; one file holding both forms is an error."""
+def with_tower_prefix(prefix: str):
+    """The rename to classic names of a standalone tower's checkpoint (for `jimm.models.views.Renamed`).
 
-    def __init__(self, raw: CheckpointSource, prefix: str):
-        self.raw = raw
-        self.names = {}
-        for name in raw.entries():
-            ours = name if name.startswith(TOP_LEVEL) else prefix + name
-            if ours in self.names:
-                raise ValueError(f"checkpoint holds {name!r} both with and without the {prefix!r} prefix")
-            self.names[ours] = name
-
-    def entries(self):
-        entries = self.raw.entries()
-        return {ours: entries[theirs] for ours, theirs in self.names.items()}
-
-    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
-        return self.raw.read(self.names[name], out=out)
-
-    def close(self) -> None:
-        self.raw.close()
+    transformers v5 drops the `vision_model.` / `text_model.` prefix of `CLIPVisionModel`, `CLIPTextModel`,
+    `SiglipVisionModel` and `SiglipTextModel`, in memory and (5.24) on disk for a tower it built itself; names
+    already under a top-level prefix stay.
+    """
+    return lambda name: name if name.startswith(TOP_LEVEL) else prefix + name
 
 
-__all__ = ["LAYERS", "Parts", "TowerPrefixed", "fuse_shared_names", "name_table"]
+__all__ = ["LAYERS", "Parts", "fuse_shared_names", "name_table", "with_tower_prefix"]

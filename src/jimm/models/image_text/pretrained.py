@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,9 +27,10 @@ from ...io.checkpoint import open_checkpoint
 from ...io.resolve import CONFIG, PREPROCESSOR, TOKENIZER_FILES, resolve_model
 from ...io.save import save_model_folder
 from ...io.state import tensors_to_save
-from ..loading import decide_head, fresh_params_of, load_model
+from ..loading import check_depth, decide_head, fresh_params_of, head_permutation, load_model, permute_rows
 from ..registry import read_json_object
-from .names import LAYERS, TEXT, VISION, TowerPrefixed, fuse_shared_names, name_table
+from ..views import Renamed
+from .names import LAYERS, TEXT, VISION, fuse_shared_names, name_table, with_tower_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -86,21 +88,24 @@ def _stored_towers(cls, entries, raw_config: dict, source: str) -> set[str]:
 
 
 def _classifier(cls, config, entries, ignored: set, *, source: str, **head_args):
-    """A vision model's head: `(config, do_classification, fresh_params or None)`, per `decide_head`'s policy."""
+    """A vision model's head, per `decide_head`'s policy: `(config, do_classification, fresh_params or None,
+    row order)`; the order reorders a kept head's rows when the same labels come in another order."""
     head = entries.get("classifier.weight")
+    stored_labels = config.id2label
     config, do_classification, from_checkpoint = decide_head(
         config, head[0][0] if head is not None else None, source=source, **head_args
     )
-    if not from_checkpoint:
-        ignored |= {name for name in entries if name.startswith("classifier.")}
-    if not do_classification or from_checkpoint:
-        return config, do_classification, None
+    if from_checkpoint:
+        return config, True, None, head_permutation(stored_labels, config.id2label)
+    ignored |= {name for name in entries if name.startswith("classifier.")}
+    if not do_classification:
+        return config, False, None, None
     d, c = config.vision_config.hidden_size, config.num_labels
 
     def fresh(model_rngs: nnx.Rngs) -> dict:
         return fresh_params_of(nnx.Linear(d, c, kernel_init=default_kernel_init, rngs=model_rngs), ("classifier",))
 
-    return config, True, fresh
+    return config, True, fresh, None
 
 
 def load_pretrained(
@@ -138,21 +143,21 @@ def load_pretrained(
     standalone = {cls.CONFIG.VISION.MODEL_TYPE: "vision", cls.CONFIG.TEXT.MODEL_TYPE: "text"}.get(model_type)
     kwargs: dict[str, Any] = {"vision_attention_fn": vision_attention_fn, "text_attention_fn": text_attention_fn}
     with open_checkpoint(resolved.weights) as raw:
-        view = TowerPrefixed(raw, PREFIX[standalone]) if standalone else raw
+        view = Renamed(raw, with_tower_prefix(PREFIX[standalone])) if standalone else raw
         entries = view.entries()
         stored = _stored_towers(cls, entries, raw_config, source)
         ignored = {name for name in entries if name.endswith("embeddings.position_ids")}  # old non-persistent buffers
         for tower in stored - set(towers):
             ignored |= {name for name in entries if name.startswith((PREFIX[tower], PROJECTION[tower]))}
             logger.info("%s: skipped the %s tower, which %s does not have", source, tower, cls.__name__)
-        fresh, flags = None, {}
+        fresh, order, flags = None, None, {}
         if len(towers) == 1:  # a standalone tower: no logit scale; a projection or a classifier when the file has one
             (tower,) = towers
             ignored |= {name for name in entries if name in ("logit_scale", "logit_bias")}
             kwargs = {"attention_fn": kwargs[f"{tower}_attention_fn"] or attention_fn}
             projected = cls.PROJECTS and f"{PROJECTION[tower]}weight" in entries
             if tower == "vision":
-                config, classify, fresh = _classifier(cls, config, entries, ignored, source=source, **head_args)
+                config, classify, fresh, order = _classifier(cls, config, entries, ignored, source=source, **head_args)
                 flags["do_classification"] = classify
                 if projected and classify:  # transformers' classifiers have no projection
                     ignored.add("visual_projection.weight")
@@ -179,7 +184,10 @@ def load_pretrained(
             **kwargs,
             **flags,
         )
-        table = name_table(parts)
+        for tower in towers:  # a corrupt layer count fails here, before a table of that many tensors is built
+            depth = getattr(config, f"{tower}_config").num_hidden_layers
+            check_depth(entries, rf"^{re.escape(PREFIX[tower])}encoder\.layers\.(\d+)\.", depth, source=source)
+        table = permute_rows(name_table(parts), ("classifier.weight", "classifier.bias"), order)
         model = load_model(
             cls, build_kwargs, table, view, source=source, layers=LAYERS, rngs=rngs, ignored=ignored, fresh_params=fresh
         )
