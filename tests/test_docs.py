@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-NEEDS_MORE_THAN_THIS_MACHINE = ("google/vit-", "facebook/dino", "jax.distributed.initialize")  # hub, multi-host
+# hub downloads (checkpoints a test cannot fetch), a multi-host launch
+NEEDS_MORE_THAN_THIS_MACHINE = (
+    "google/vit-",
+    "facebook/dino",
+    "openai/clip-",
+    "google/siglip",
+    "jax.distributed.initialize",
+)
 
 
 def examples():

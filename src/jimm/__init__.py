@@ -3,19 +3,27 @@
 from .common import sharding
 from .common.attention import jax_attention, make_tokamax_attention, tokamax_attention
 from .common.sharding import NoSharding, ShardingSpec, ViTSharding
+from .models.clip import CLIP, CLIPTextModel, CLIPVisionModel
 from .models.dinov2 import DINOv2Config, DINOv2Model
 from .models.dinov3 import DINOv3Config, DINOv3Model
 from .models.registry import from_pretrained
+from .models.siglip import SigLIP, SigLIPTextModel, SigLIPVisionModel
 from .models.vit import VisionTransformer, ViTConfig
 from .text import Tokenizer
 
 __all__ = [
+    "CLIP",
+    "CLIPTextModel",
+    "CLIPVisionModel",
     "DINOv2Config",
     "DINOv2Model",
     "DINOv3Config",
     "DINOv3Model",
     "NoSharding",
     "ShardingSpec",
+    "SigLIP",
+    "SigLIPTextModel",
+    "SigLIPVisionModel",
     "Tokenizer",
     "ViTConfig",
     "ViTSharding",

@@ -140,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from flax import nnx
 
     from .data.preprocess import ImageProcessorConfig
-    from .models.registry import from_pretrained
+    from .models.registry import image_classifier_class
     from .models.vit import VisionTransformer
     from .train.config import TrainConfig, parse_size
     from .train.trainer import train
@@ -155,6 +155,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay,
         clip_norm=args.clip_norm,
         label_smoothing=args.label_smoothing,
+        head_only=args.head_only,
         bf16=args.bf16,
         seed=args.seed,
         shift=args.shift if args.shift is not None else 0,
@@ -173,7 +174,9 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ValueError(
                 "--image-size and --dropout apply to --model (from scratch); --from keeps the checkpoint's"
             )
-        model = from_pretrained(args.from_model, id2label=labels, dtype=dtype, rngs=nnx.Rngs(args.seed), sharding=None)
+        model = image_classifier_class(args.from_model).from_pretrained(  # CLIP / SigLIP: the vision tower
+            args.from_model, id2label=labels, dtype=dtype, rngs=nnx.Rngs(args.seed), sharding=None
+        )
         processor = ImageProcessorConfig.for_model(model)
     else:
         image_size = args.image_size or (16 if args.data == "digits" else 224)
@@ -304,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_number(0), default=0.05)
     p.add_argument("--clip-norm", type=_number(0), default=1.0, help="0 disables")
     p.add_argument("--label-smoothing", type=_number(0, 1), default=0.0)
+    p.add_argument("--head-only", action="store_true", help="train only the new classifier (a linear probe)")
     p.add_argument("--dropout", type=_number(0, 1), default=0.0, help="from scratch only")
     p.add_argument("--bf16", action="store_true", help="bf16 compute, fp32 parameters")
     p.add_argument("--shift", type=_nonneg_int, help="random translation in pixels (default 0)")
@@ -351,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, help="override the demo's step count")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo)
+
+    from .cli_image_text import add_commands  # zero-shot, embed
+
+    add_commands(sub)
     return parser
 
 

@@ -183,7 +183,7 @@ def write_safetensors(
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for name, shape, dtype, produce in tensors:
-            array = np.ascontiguousarray(produce(), dtype=dtype)
+            array = np.asarray(produce(), dtype=dtype, order="C")  # ascontiguousarray makes 0-d arrays 1-d
             if array.shape != tuple(shape):
                 raise ValueError(f"tensor {name!r} has shape {array.shape}, declared {tuple(shape)}")
             f.write(array.reshape(-1).view(np.uint8).data)

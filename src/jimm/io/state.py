@@ -206,11 +206,16 @@ def blocked_copy(dest: np.ndarray, src: np.ndarray, block_bytes: int = 256 << 10
         np.copyto(dest[window], src[window], casting="unsafe")
 
 
+def _region(host: np.ndarray, slot: Slot) -> np.ndarray:
+    """The view of `host` a slot fills (`host[()]` of a 0-d array is a copy, `host[...]` a view: CLIP's logit scale)."""
+    return host[slot.index] if slot.index else host[...]
+
+
 def _direct_target(host: np.ndarray, slot: Slot, dtype: np.dtype) -> np.ndarray | None:
     """The region of `host` a slot fills, when the tensor's bytes can be read straight into it."""
     if slot.to_jimm is not identity or host.dtype != dtype:
         return None
-    region = host[slot.index]
+    region = _region(host, slot)
     return region if region.flags.c_contiguous and region.shape == slot.shape else None
 
 
@@ -245,7 +250,7 @@ def read_params(checkpoint, table: Sequence[Slot], variables: dict[Path_, nnx.Va
                 continue
             count = int(np.prod(shape))
             buffer = local.scratch[: count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
-            blocked_copy(host[slot.index], slot.to_jimm(checkpoint.read(slot.name, out=buffer)))
+            blocked_copy(_region(host, slot), slot.to_jimm(checkpoint.read(slot.name, out=buffer)))
         return variable.replace(value=place_on_mesh(host, variable))
 
     workers = min(LOAD_THREADS, os.cpu_count() or 1, len(by_param))

@@ -48,6 +48,41 @@ IGNORED_HF_KEYS = frozenset(
     }
 )
 LABEL_KEYS = frozenset({"id2label", "label2id", "num_labels"})
+# What every transformers 4.x `PretrainedConfig.to_dict()` wrote (generation defaults and flags), still in many
+# hub configs (e.g. the sub-configs of openai/clip-vit-base-patch32): no encoder's maths reads them.
+LEGACY_PRETRAINED_KEYS = frozenset(
+    {
+        "use_bfloat16",
+        "tf_legacy_loss",
+        "cross_attention_hidden_size",
+        "tie_encoder_decoder",
+        "max_length",
+        "min_length",
+        "do_sample",
+        "early_stopping",
+        "num_beams",
+        "num_beam_groups",
+        "diversity_penalty",
+        "temperature",
+        "top_k",
+        "top_p",
+        "typical_p",
+        "repetition_penalty",
+        "length_penalty",
+        "no_repeat_ngram_size",
+        "encoder_no_repeat_ngram_size",
+        "bad_words_ids",
+        "num_return_sequences",
+        "output_scores",
+        "return_dict_in_generate",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "remove_invalid_values",
+        "exponential_decay_length_penalty",
+        "suppress_tokens",
+        "begin_suppress_tokens",
+    }
+)
 # transformers' backbone fields (`*Backbone` feature-map outputs): accepted by families with a backbone class.
 BACKBONE_KEYS = frozenset(
     {
@@ -181,12 +216,13 @@ def write_labels(labels: Mapping[int, str]) -> dict[str, Any]:
     return {"id2label": id2label, "label2id": {name: i for i, name in labels.items()}}
 
 
-__all__ = ["IGNORED_HF_KEYS", "check_fields", "check_types", "labels_or_placeholders", "read_labels", "write_labels"]
 __all__ = [
     "BACKBONE_KEYS",
     "IGNORED_HF_KEYS",
+    "LEGACY_PRETRAINED_KEYS",
     "check_fields",
     "check_labels",
+    "check_types",
     "check_values",
     "labels_or_placeholders",
     "pair",

@@ -20,9 +20,18 @@ MODEL_TYPES: dict[str, str] = {
     "dinov2": "jimm.models.dinov2:DINOv2Model",
     "dinov2_with_registers": "jimm.models.dinov2:DINOv2Model",
     "dinov3_vit": "jimm.models.dinov3:DINOv3Model",
+    "clip": "jimm.models.clip:CLIP",
+    "clip_vision_model": "jimm.models.clip:CLIPVisionModel",
+    "clip_text_model": "jimm.models.clip:CLIPTextModel",
+    "siglip": "jimm.models.siglip:SigLIP",  # SigLIP 2 fixed-resolution checkpoints are model_type "siglip" too
+    "siglip_vision_model": "jimm.models.siglip:SigLIPVisionModel",
+    "siglip_text_model": "jimm.models.siglip:SigLIPTextModel",
 }
 # (model_type, architecture) -> "module:Class", where an architecture picks another class than its model_type.
-ARCHITECTURES: dict[tuple[str, str], str] = {}
+ARCHITECTURES: dict[tuple[str, str], str] = {
+    ("clip", "CLIPForImageClassification"): "jimm.models.clip:CLIPVisionModel",
+    ("siglip", "SiglipForImageClassification"): "jimm.models.siglip:SigLIPVisionModel",
+}
 # (predicate over tensor names, "module:Class"), tried in order for checkpoints without an HF config.json.
 LAYOUTS: list[tuple[Any, str]] = [
     (lambda names: any(n.endswith("embedding/kernel") for n in names), "jimm.models.vit:VisionTransformer"),
@@ -97,6 +106,17 @@ def model_class(name_or_path: str | os.PathLike, **locate_kwargs) -> type:
         return class_for_tensors(checkpoint.entries(), source=source)
 
 
+def image_classifier_class(name_or_path: str | os.PathLike, **hub_kwargs) -> type:
+    """The class that fine-tunes `name_or_path` as an image classifier: the checkpoint's own class, or the vision
+    model of an image-text checkpoint (`jimm.CLIP` -> `jimm.CLIPVisionModel`, whose head saves as transformers'
+    `CLIPForImageClassification`)."""
+    cls = model_class(name_or_path, **hub_kwargs)
+    cls = getattr(cls, "vision_class", cls)
+    if "vision" not in getattr(cls, "TOWERS", ("vision",)):
+        raise ValueError(f"{name_or_path} is a text model ({cls.__name__}); it has no image tower to classify with")
+    return cls
+
+
 def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     """Load any supported checkpoint with the right jimm class (`model_type`, else the tensor layout).
 
@@ -108,4 +128,12 @@ def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     return cls.from_pretrained(name_or_path, **kwargs)
 
 
-__all__ = ["ARCHITECTURES", "LAYOUTS", "MODEL_TYPES", "from_pretrained", "model_class", "read_json_object"]
+__all__ = [
+    "ARCHITECTURES",
+    "LAYOUTS",
+    "MODEL_TYPES",
+    "from_pretrained",
+    "image_classifier_class",
+    "model_class",
+    "read_json_object",
+]

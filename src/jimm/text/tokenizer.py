@@ -243,6 +243,18 @@ class Tokenizer:
             written.append(destination)
         return written
 
+    def _identity(self) -> tuple:
+        files = tuple(str(p) for p in self.files)
+        return self.family, self.max_length, tuple(self._prefix), tuple(self._suffix), str(self.source), files
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when read from the same files with the same settings: a model holds its tokenizer as static data,
+        so a model reloaded from the same folder then hashes the same and its jitted functions do not recompile."""
+        return isinstance(other, Tokenizer) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
     def __repr__(self) -> str:
         return (
             f"Tokenizer(family={self.family!r}, max_length={self.max_length}, vocab_size={self.vocab_size}, "

@@ -55,6 +55,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     clip_norm: float = 1.0
     label_smoothing: float = 0.0
+    head_only: bool = False  # train only the classifier, the rest frozen (a linear probe)
     bf16: bool = False
     seed: int = 0
     shift: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import optax
+from flax import nnx
 
 from .config import TrainConfig
 
@@ -29,6 +30,13 @@ def _is_kernel(path) -> bool:
 
 def _decay_mask(params):
     return jax.tree_util.tree_map_with_path(lambda path, _: _is_kernel(path), params)
+
+
+def trainable(cfg: TrainConfig):
+    """The nnx filter of the parameters a run trains: all of them, or only the classifier heads (`head_only`)."""
+    if not cfg.head_only:
+        return nnx.Param
+    return nnx.All(nnx.Param, lambda path, _: any(str(key).startswith("classifier") for key in path))
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:

@@ -16,6 +16,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from .config import TrainConfig
+from .optim import trainable
 
 
 def cross_entropy(logits: Float[Array, "B C"], labels: Int[Array, " B"], smoothing: float) -> Float[Array, " B"]:
@@ -38,7 +39,7 @@ def train_step(graphdef: nnx.GraphDef, cfg: TrainConfig, state, images, labels):
         logits = model(x)
         return cross_entropy(logits, y, cfg.label_smoothing).mean(), logits
 
-    grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable(cfg)), has_aux=True)
     n_micro = images.shape[0]
     grads, loss_sum, correct = None, 0.0, 0
     for i in range(n_micro):  # unrolled: A is small, and nnx's RNG state threads through in order

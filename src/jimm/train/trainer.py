@@ -33,7 +33,7 @@ from .checkpoint import Checkpoints, shapes
 from .config import TrainConfig
 from .evaluate import evaluate
 from .metrics import MetricsLog, plot
-from .optim import make_optimizer, schedule
+from .optim import make_optimizer, schedule, trainable
 from .step import train_step
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def train(
         )
     )
 
-    optimizer = nnx.Optimizer(model, make_optimizer(cfg), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg), wrt=trainable(cfg))
     model.train()
     graphdef, state = nnx.split((model, optimizer))
     model.eval()

@@ -1,0 +1,168 @@
+"""Zero-shot classification and embeddings with a CLIP or SigLIP model, over image files, PIL images or uint8 HWC
+arrays and plain strings: what `model.zero_shot`, `jimm zero-shot` and `jimm embed` run.
+
+Images stream through in batches: each batch is read and preprocessed with the checkpoint's own
+`preprocessor_config.json` (`ImageProcessorConfig.for_model`), then embedded by one jitted call; the last batch
+is padded to the batch size so every batch reuses one compiled program. Texts go through the checkpoint's
+tokenizer, padded to the text tower's length, and are embedded once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+ImageInput = str | os.PathLike | np.ndarray
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+@nnx.jit
+def _text_embeds(model, input_ids):
+    return model.encode_text(input_ids)
+
+
+@nnx.jit
+def _probabilities(model, images, text_embeds):
+    return model.probabilities(model.logits(model.encode_image(images), text_embeds))
+
+
+@nnx.jit(static_argnames="do_projection")
+def _normalized_image_embeds(model, images, do_projection: bool):
+    return _normalize(model.encode_image(images, do_projection))
+
+
+@nnx.jit(static_argnames="do_projection")
+def _normalized_text_embeds(model, input_ids, do_projection: bool):
+    return _normalize(model.encode_text(input_ids, do_projection=do_projection))
+
+
+def _normalize(x: jax.Array) -> jax.Array:
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def as_image_list(images) -> list:
+    """A list of images from one image (path, PIL image, HWC array), a `[N, H, W, C]` uint8 array, or a list."""
+    from PIL import Image
+
+    if isinstance(images, str | os.PathLike | Image.Image):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            return [images]
+        if images.ndim == 4:
+            return list(images)
+        raise ValueError(f"an image array must be HWC or NHWC, got shape {images.shape}")
+    images = list(images)
+    if not images:
+        raise ValueError("no images given")
+    return images
+
+
+def check_labels(labels, template: str) -> list[str]:
+    """The prompts for `labels`, each formatted into `template`; a clear error for an empty or malformed list."""
+    if isinstance(labels, str):
+        raise TypeError(f"labels must be a list of strings, got the string {labels!r} (split it, e.g. on commas)")
+    labels = list(labels)
+    if not labels:
+        raise ValueError("labels is empty: zero-shot classification needs at least one label")
+    bad = [label for label in labels if not isinstance(label, str) or not label.strip()]
+    if bad:
+        raise ValueError(f"labels must be non-empty strings, got {bad!r}")
+    if "{}" not in template:
+        raise ValueError(f"template {template!r} has no '{{}}' for the label (e.g. {DEFAULT_TEMPLATE!r})")
+    return [template.format(label) for label in labels]
+
+
+def _batches(model, images: list, batch_size: int, progress: bool, desc: str) -> Iterator[tuple[np.ndarray, int]]:
+    """`(pixels [batch_size, h, w, C], real count)` per batch, the last one padded by repeating its last image."""
+    from .data.preprocess import ImageProcessorConfig, preprocess_images
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    processor = ImageProcessorConfig.for_model(model)
+    starts = range(0, len(images), batch_size)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(images), unit="img", desc=desc, dynamic_ncols=True)
+    try:
+        for start in starts:
+            chunk = images[start : start + batch_size]
+            pixels = preprocess_images(chunk, processor)
+            if len(chunk) < batch_size and len(images) > batch_size:
+                pixels = np.concatenate([pixels, np.repeat(pixels[-1:], batch_size - len(chunk), axis=0)])
+            yield pixels, len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def iter_zero_shot(
+    model, images, labels: Sequence[str], *, template: str = DEFAULT_TEMPLATE, batch_size: int = 32, progress=False
+) -> Iterator[np.ndarray]:
+    """`zero_shot`'s rows one batch at a time (`[batch, labels]`), as each batch is done."""
+    prompts = check_labels(labels, template)
+    images = as_image_list(images)
+    text = _text_embeds(model, model.tokenize(prompts))
+    for pixels, n in _batches(model, images, batch_size, progress, "zero-shot"):
+        yield np.asarray(_probabilities(model, pixels, text))[:n].astype(np.float32)
+
+
+def zero_shot(
+    model,
+    images,
+    labels: Sequence[str],
+    *,
+    template: str = DEFAULT_TEMPLATE,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> np.ndarray:
+    """`[images, labels]` probabilities: a softmax over the labels (CLIP) or a sigmoid per pair (SigLIP).
+
+    Args:
+        model: a `jimm.CLIP` or `jimm.SigLIP` with its tokenizer (as `from_pretrained` loads it).
+        images: image files, PIL images or uint8 HWC arrays (or one of them, or an NHWC uint8 array).
+        labels: class names, each formatted into `template` as one prompt.
+        template: the prompt, with `{}` where the label goes.
+        batch_size: images per jitted call.
+        progress: show a progress bar over the images.
+    """
+    kwargs = dict(template=template, batch_size=batch_size, progress=progress)
+    return np.concatenate(list(iter_zero_shot(model, images, labels, **kwargs)))
+
+
+def embed_images(model, images, *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    """L2-normalised image embeddings `[N, P]` (CLIP: projected when the model has a projection)."""
+    images = as_image_list(images)
+    project = getattr(model, "visual_projection", None) is not None
+    rows = [
+        np.asarray(_normalized_image_embeds(model, pixels, project))[:n]
+        for pixels, n in _batches(model, images, batch_size, progress, "embed")
+    ]
+    return np.concatenate(rows).astype(np.float32)
+
+
+def embed_texts(model, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
+    """L2-normalised text embeddings `[N, P]` from the checkpoint's tokenizer (CLIP: projected when it can be)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts given")
+    project = getattr(model, "text_projection", None) is not None
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        ids = model.tokenize(texts[start : start + batch_size])
+        rows.append(np.asarray(_normalized_text_embeds(model, ids, project)))
+    return np.concatenate(rows).astype(np.float32)
+
+
+__all__ = ["DEFAULT_TEMPLATE", "embed_images", "embed_texts", "iter_zero_shot", "zero_shot"]
