@@ -23,6 +23,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
+from . import init as initializers
 from .attention import AttentionFn
 from .sharding import ShardingSpec, shard, with_sharding
 from .transformer import ACTIVATIONS, Encoder, LayerNorm, default_kernel_init, einsum
@@ -127,7 +128,7 @@ class TextTower(nnx.Module):
                 dtype=dtype,
                 param_dtype=param_dtype,
                 kernel_init=with_sharding(default_kernel_init, sharding.proj_kernel),
-                bias_init=with_sharding(nnx.initializers.zeros_init(), sharding.proj_bias),
+                bias_init=with_sharding(initializers.zeros, sharding.proj_bias),
                 rngs=rngs,
             )
             if c.head_size is not None

@@ -16,6 +16,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
+from ...common import init as initializers
 from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding, shard, with_sharding
 from ...common.text import TextTower
 from ...common.transformer import default_kernel_init, einsum
@@ -56,7 +57,7 @@ class Family:
             dtype=self.dtype,
             param_dtype=param_dtype,
             kernel_init=with_sharding(default_kernel_init, sharding.proj_kernel),
-            bias_init=with_sharding(nnx.initializers.zeros_init(), sharding.proj_bias),
+            bias_init=with_sharding(initializers.zeros, sharding.proj_bias),
             rngs=rngs,
         )
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 from jax.typing import DTypeLike
@@ -91,8 +92,10 @@ class ImageTextModel(Family, ImageEncoder, TextEncoder, VisionFeatures, nnx.Modu
                 f"width {d_v}: image and text embeddings must have the same width"
             )
         scale, bias = self.initial_logit_scale_and_bias(config)
-        self.logit_scale = nnx.Param(jnp.full(parts.logit_scale, scale, param_dtype))
-        self.logit_bias = nnx.Param(jnp.full((1,), bias, param_dtype)) if self.LOGIT_BIAS else None
+        self.logit_scale = nnx.Param(jnp.asarray(np.full(parts.logit_scale, scale, np.dtype(param_dtype))))
+        self.logit_bias = (
+            nnx.Param(jnp.asarray(np.full((1,), bias, np.dtype(param_dtype)))) if self.LOGIT_BIAS else None
+        )
 
     @classmethod
     def parts(cls, config) -> Parts:
