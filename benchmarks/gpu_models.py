@@ -91,7 +91,80 @@ def _vit(variant: str) -> Entry:
     )
 
 
+# Vision towers of the other families, built from one transformers config on both sides (`from_config`).
+# name: (transformers config class, its fields, tiny fields for --dry-run, jimm class, transformers model class,
+#        the transformers output read as the result, prefix tokens)
+B16 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32)
+TOWERS: dict[str, tuple] = {
+    "DINOv2-B/14": ("Dinov2Config", dict(B16, mlp_ratio=4, image_size=224, patch_size=14), dict(TINY, patch_size=8),
+                    "DINOv2Model", "Dinov2Model", "pooler_output", 1),
+    "DINOv3-B/16": ("DINOv3ViTConfig", dict(B16, image_size=224, patch_size=16, num_register_tokens=4),
+                    dict(TINY, patch_size=8, num_register_tokens=4), "DINOv3Model", "DINOv3ViTModel",
+                    "pooler_output", 5),
+    "CLIP-B/16 image": ("CLIPVisionConfig", dict(B16, image_size=224, patch_size=16, projection_dim=512),
+                        dict(TINY, patch_size=8, projection_dim=32), "CLIPVisionModel",
+                        "CLIPVisionModelWithProjection", "image_embeds", 1),
+    "SigLIP-B/16 image": ("SiglipVisionConfig", dict(B16, image_size=224, patch_size=16), dict(TINY, patch_size=8),
+                          "SigLIPVisionModel", "SiglipVisionModel", "pooler_output", 0),
+}  # fmt: skip
+
+
+def _tower(name: str) -> Entry:
+    config_class, fields, tiny, jimm_class, hf_class, output, prefix = TOWERS[name]
+
+    def config(dry_run: bool):
+        import transformers
+
+        chosen = dict(tiny if dry_run else fields)
+        if config_class == "Dinov2Config":  # DINOv2 sizes its MLP by mlp_ratio
+            chosen.pop("intermediate_size")
+        return getattr(transformers, config_class)(**chosen)
+
+    def build_jimm(config, *, dtype, param_dtype, attention_fn, scan_layers):
+        import jimm
+
+        return getattr(jimm, jimm_class).from_config(
+            config.to_dict(),
+            dtype=dtype,
+            param_dtype=param_dtype,
+            attention_fn=attention_fn,
+            scan_layers=scan_layers,
+            sharding=None,
+        )
+
+    def build_hf(config):
+        import transformers
+
+        config._attn_implementation = "sdpa"
+        return getattr(transformers, hf_class)(config)
+
+    def flops(c) -> float:
+        size, patch = c.image_size, c.patch_size
+        patches = (size // patch) ** 2
+        mlp = getattr(c, "intermediate_size", None) or int(c.hidden_size * c.mlp_ratio)
+        return vit_forward_flops(
+            tokens=patches + prefix,
+            patches=patches,
+            patch_pixels=patch * patch * 3,
+            width=c.hidden_size,
+            depth=c.num_hidden_layers,
+            mlp=mlp,
+            classes=0,
+        )
+
+    return Entry(
+        config=config,
+        jimm=build_jimm,
+        hf=build_hf,
+        hf_logits=lambda out: getattr(out, output),
+        flops=flops,
+        image_hw=lambda c: (c.image_size, c.image_size),
+    )
+
+
 REGISTRY: dict[str, Entry] = {
     "ViT-B/16": _vit("B/16"),
     "ViT-L/16": _vit("L/16"),
+    **{name: _tower(name) for name in TOWERS},
 }
