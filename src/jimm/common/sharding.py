@@ -220,12 +220,25 @@ def with_sharding(init: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
     return init if spec is None else nnx.with_partitioning(init, spec)
 
 
-def place(value: jax.Array, spec) -> jax.Array:
-    """`value` on `spec` under the active mesh (replicated when `spec` is None); unchanged without a mesh."""
+def place(value, spec) -> jax.Array:
+    """A host or single-device value on `spec` under the active mesh (replicated when `spec` is None).
+
+    Each device receives only its own shard, through `make_array_from_callback`, which touches only this
+    process's devices: it works when the mesh spans processes (each process holds the same value). Typed
+    PRNG keys travel as their key data. Without a mesh the value goes to the default device.
+    """
+    import numpy as np
+
     if active_mesh() is None:
-        return value
+        return jax.device_put(value)
     spec = P() if spec is None else spec if isinstance(spec, P) else P(*spec)  # vmap metadata: a tuple
-    return jax.device_put(value, jax.sharding.NamedSharding(jax.sharding.get_mesh(), spec))
+    mesh = jax.sharding.get_mesh()
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        data = place(np.asarray(jax.random.key_data(value)), P(*spec, None))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(value))
+    host = np.asarray(value)
+    sharding = jax.sharding.NamedSharding(mesh, spec)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def _explicit(mesh) -> bool:

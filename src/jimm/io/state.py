@@ -29,6 +29,8 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from ..common.sharding import active_mesh, place
+
 Converter = Callable[[np.ndarray], np.ndarray]
 Path_ = tuple[Any, ...]
 
@@ -274,28 +276,7 @@ LOAD_THREADS = 4
 
 def place_on_mesh(host: np.ndarray, variable: nnx.Variable) -> jax.Array:
     """Put a host array on its variable's sharding under the active mesh, else on the default device."""
-    mesh = active_mesh()
-    if mesh is None:
-        return jax.device_put(host)
-    spec = variable.get_metadata().get("out_sharding")
-    spec = jax.sharding.PartitionSpec() if spec is None else spec
-    return place(host, spec)
-
-
-def place(host: np.ndarray, spec) -> jax.Array:
-    """Put a host array on `spec` under the active mesh, copying to each device only its own shard.
-
-    `make_array_from_callback` touches only this process's devices, so it also works when the mesh spans
-    processes (each process reads the same checkpoint).
-    """
-    spec = spec if isinstance(spec, jax.sharding.PartitionSpec) else jax.sharding.PartitionSpec(*spec)  # vmap: a tuple
-    sharding = jax.sharding.NamedSharding(jax.sharding.get_mesh(), spec)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
-def active_mesh():
-    mesh = jax.sharding.get_abstract_mesh()
-    return None if mesh.empty else mesh
+    return place(host, variable.get_metadata().get("out_sharding"))
 
 
 def assemble(
