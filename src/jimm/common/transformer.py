@@ -7,6 +7,7 @@ L times under `nnx.scan`: compile time does not grow with depth.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -462,6 +463,14 @@ class Block(nnx.Module):
         return (x, weights) if return_attention_weights else x
 
 
+@functools.partial(nnx.jit, static_argnums=(4,))
+def _jitted_encoder(encoder: Encoder, x, mask, rope, flags: tuple[bool, bool, int]):
+    hidden, weights, num_layers = flags
+    return encoder(
+        x, mask=mask, rope=rope, return_hidden_states=hidden, return_attention_weights=weights, num_layers=num_layers
+    )
+
+
 def _vmapped_blocks(num_layers: int, block_kwargs: dict, rngs: nnx.Rngs) -> Block:
     """`num_layers` blocks with stacked `[L, ...]` parameters, built by vmapping the constructor (traced)."""
 
@@ -581,6 +590,11 @@ class Encoder(nnx.Module):
             num_layers = self.num_layers
         if not 1 <= num_layers <= self.num_layers:
             raise ValueError(f"num_layers={num_layers} is out of range: this encoder has 1..{self.num_layers} layers")
+        if self.scan_layers and initializers.is_concrete(x):
+            # An eager scan traces and compiles its body on every call (a new closure each time); one cached
+            # jitted call instead compiles once per shape, so eager `model(x)` is fast after the first call.
+            flags = (return_hidden_states, return_attention_weights, num_layers)
+            return _jitted_encoder(self, x, mask, rope, flags)
 
         def step(block: Block, x: jax.Array, rate, mask, rope):
             out = block(x, mask=mask, rope=rope, drop_path_rate=rate, return_attention_weights=return_attention_weights)
