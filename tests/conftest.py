@@ -1,10 +1,19 @@
-"""Test setup: 8 virtual CPU devices, highest matmul precision for parity, tiny HF models built in-process."""
+"""Test setup: 8 virtual CPU devices, highest matmul precision for parity, tiny HF models built in-process.
+
+XLA programs that take a while to compile are kept in a persistent compilation cache under `.pytest_cache/`,
+shared by the xdist workers and the subprocesses tests start (`jimm train` runs, docs examples), which compile
+many of the same programs. The cache is keyed by the program and the compiler settings, so it never serves a
+stale result.
+"""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax
 import numpy as np
