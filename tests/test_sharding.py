@@ -325,3 +325,15 @@ def test_save_sharded_writes_the_same_files(hf_dir, tmp_path):
         assert sorted(p.name for p in (tmp_path / other).iterdir()) == names
         for name in names:
             assert content(tmp_path / other / name) == content(tmp_path / "plain" / name), (other, name)
+
+
+def test_layer_by_layer_placement_equals_whole_parameters(hf_dir, monkeypatch):
+    # accelerators: stacked parameters go to the devices one layer at a time (host memory of one tensor)
+    path, x, torch_logits = hf_dir
+    monkeypatch.setattr("jimm.io.state.STACK_ON_DEVICE", True)
+    with jax.set_mesh(make_mesh((2, 4), ("data", "fsdp"))):
+        model = jimm.VisionTransformer.from_pretrained(path)
+        logits = model(x)
+        qkv = model.encoder.blocks.layers.attn.qkv_kernel[...]
+    assert qkv.sharding.spec == P(None, "fsdp", None, None, None)
+    np.testing.assert_allclose(np.asarray(logits), torch_logits, atol=1e-5)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
@@ -225,7 +226,9 @@ def read_params(checkpoint, table: Sequence[Slot], variables: dict[Path_, nnx.Va
     """Fill each parameter from its slots on host, then place it on its sharding.
 
     Parameters are filled by a few threads (`pread` and numpy's copies release the GIL), each holding one
-    parameter and one tensor at a time, so host memory beyond the parameters stays at a few tensors.
+    parameter and one tensor at a time. On an accelerator, a stacked `[L, ...]` parameter goes to the device one
+    layer at a time and is stacked there, so host memory stays at a few tensors however large the model; on CPU
+    the host buffer is the parameter itself (jax adopts it without a copy), so it is filled whole.
     """
     by_param: dict[Path_, list[Slot]] = {}
     for slot in table:
@@ -234,26 +237,36 @@ def read_params(checkpoint, table: Sequence[Slot], variables: dict[Path_, nnx.Va
     largest = max((int(np.prod(entries[s.name][0])) * np.dtype(entries[s.name][1]).itemsize for s in table), default=0)
     local = threading.local()
     mesh = jax.sharding.get_mesh() if active_mesh() is not None else None  # thread-local: re-entered per worker
+    by_layer = STACK_ON_DEVICE if STACK_ON_DEVICE is not None else jax.devices()[0].platform != "cpu"
+
+    def fill_host(shape: tuple[int, ...], dtype, slots: Sequence[Slot]) -> np.ndarray:
+        if getattr(local, "scratch", None) is None:
+            local.scratch = np.empty(largest, np.uint8)
+        host = aligned_empty(shape, dtype)
+        for slot in slots:
+            stored_shape, stored_dtype = entries[slot.name]
+            direct = _direct_target(host, slot, np.dtype(stored_dtype))
+            if direct is not None:
+                checkpoint.read(slot.name, out=direct)
+                continue
+            nbytes = int(np.prod(stored_shape)) * np.dtype(stored_dtype).itemsize
+            buffer = local.scratch[:nbytes].view(stored_dtype).reshape(stored_shape)
+            blocked_copy(_region(host, slot), slot.to_jimm(checkpoint.read(slot.name, out=buffer)))
+        return host
 
     def fill(param: Path_) -> nnx.Variable:
         if mesh is not None and active_mesh() is None:
             with jax.set_mesh(mesh):
                 return fill(param)
-        if getattr(local, "scratch", None) is None:
-            local.scratch = np.empty(largest, np.uint8)
-        variable = variables[param]
+        variable, slots = variables[param], by_param[param]
         value = variable.get_value()
-        host = aligned_empty(value.shape, value.dtype)
-        for slot in by_param[param]:
-            shape, dtype = entries[slot.name]
-            direct = _direct_target(host, slot, np.dtype(dtype))
-            if direct is not None:
-                checkpoint.read(slot.name, out=direct)
-                continue
-            count = int(np.prod(shape))
-            buffer = local.scratch[: count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
-            blocked_copy(_region(host, slot), slot.to_jimm(checkpoint.read(slot.name, out=buffer)))
-        return variable.replace(value=place_on_mesh(host, variable))
+        layers = _layer_slots(value.shape, slots) if by_layer else None
+        if layers is None:
+            return variable.replace(value=place_on_mesh(fill_host(value.shape, value.dtype, slots), variable))
+        spec = variable.get_metadata().get("out_sharding")
+        layer_spec = None if spec is None else tuple(spec)[1:]
+        on_device = [place(fill_host(value.shape[1:], value.dtype, layer), layer_spec) for layer in layers]
+        return variable.replace(value=jnp.stack(on_device))
 
     workers = min(LOAD_THREADS, os.cpu_count() or 1, len(by_param))
     if workers <= 1:
@@ -268,6 +281,20 @@ def read_params(checkpoint, table: Sequence[Slot], variables: dict[Path_, nnx.Va
         for done, future in pending:
             out[done] = future.result()
     return out
+
+
+def _layer_slots(shape: tuple[int, ...], slots: Sequence[Slot]) -> list[list[Slot]] | None:
+    """The slots of a stacked parameter grouped by layer (index re-based to one layer), or None if not stacked."""
+    if not shape or not all(slot.index and isinstance(slot.index[0], int) for slot in slots):
+        return None
+    layers: list[list[Slot]] = [[] for _ in range(shape[0])]
+    for slot in slots:
+        layers[slot.index[0]].append(dataclasses.replace(slot, index=slot.index[1:]))
+    return layers if all(layers) else None
+
+
+STACK_ON_DEVICE: bool | None = None
+"""Send stacked parameters to the device layer by layer: None = on accelerators only (see `read_params`)."""
 
 
 LOAD_THREADS = 4
