@@ -93,6 +93,48 @@ def explicit_attention(query, key, value, *, bias=None, mask=None, is_causal: bo
     return apply_attention_weights(attention_weights(query, key, mask=mask, bias=bias), value)
 
 
+@jax.custom_vjp
+def cpu_attention(
+    query: Float[Array, "B T N H"],
+    key: Float[Array, "B S N H"],
+    value: Float[Array, "B S N H"],
+    mask: Bool[Array, "B N T S"] | None = None,
+) -> Float[Array, "B T N H"]:
+    """`explicit_attention` (no bias) with a hand-written backward, the default on CPU.
+
+    Autodiff of the explicit path keeps both the unnormalised exponentials and the probabilities `[B, N, T, S]`
+    for the backward; this keeps the fp32 probabilities only and uses the exact softmax gradient
+    `dS = P * (dP - rowsum(P * dP))` (the same maths, less memory traffic).
+    """
+    return _cpu_attention_fwd(query, key, value, mask)[0]
+
+
+def _cpu_attention_fwd(query, key, value, mask):
+    scale = query.shape[-1] ** -0.5
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))  # heads-major [B, N, T, H]
+    logits = jnp.einsum("BNTH,BNSH->BNTS", q, k, preferred_element_type=jnp.float32) * scale
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("BNTS,BNSH->BNTH", probs.astype(query.dtype), v)
+    return jnp.swapaxes(out, 1, 2), (q, k, v, probs)
+
+
+def _cpu_attention_bwd(residuals, d_out):
+    q, k, v, probs = residuals
+    scale = q.shape[-1] ** -0.5
+    d_out = jnp.swapaxes(d_out, 1, 2)
+    d_v = jnp.einsum("BNTS,BNTH->BNSH", probs.astype(v.dtype), d_out)
+    d_probs = jnp.einsum("BNTH,BNSH->BNTS", d_out, v, preferred_element_type=jnp.float32)
+    d_logits = (probs * (d_probs - jnp.sum(probs * d_probs, axis=-1, keepdims=True)) * scale).astype(q.dtype)
+    d_q = jnp.einsum("BNTS,BNSH->BNTH", d_logits, k)
+    d_k = jnp.einsum("BNTS,BNTH->BNSH", d_logits, q)
+    return jnp.swapaxes(d_q, 1, 2), jnp.swapaxes(d_k, 1, 2), jnp.swapaxes(d_v, 1, 2), None
+
+
+cpu_attention.defvjp(_cpu_attention_fwd, _cpu_attention_bwd)
+
+
 def reference_attention(query, key, value, bias=None, mask=None, **kwargs: Any) -> Float[Array, "B T N H"]:
     """The explicit path as an `attention_fn` (what the tests compare every backend against)."""
     is_causal = _flax_kwargs("reference_attention", kwargs)
@@ -126,6 +168,9 @@ class JaxAttention:
             )
         if self.implementation == "xla" and jax.default_backend() == "cpu":
             # Same maths as jax.nn's XLA path (fp32 softmax), heads-major: faster on XLA's CPU backend.
+            if bias is None:
+                mask = _with_causal(mask, query.shape[1], key.shape[1]) if is_causal else mask
+                return cpu_attention(query, key, value, mask)
             return explicit_attention(query, key, value, bias=bias, mask=mask, is_causal=is_causal)
         return jax.nn.dot_product_attention(
             query, key, value, bias=bias, mask=mask, is_causal=is_causal, implementation=self.implementation
