@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import REPORT, add_section
+from _report import add_section
 
 SKIP_EVENTS = ("ThunkExecutor", "SlinkyThreadPool", "end:", "Pjit", "$")
 
@@ -246,7 +246,7 @@ def tables(title: str, ops: list[Op], total: float, top: int) -> list[str]:
     lines += ["", "| category | ms/step | share |", "|---|---|---|"]
     for name, ms in sorted(categories.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {name} | {ms:.0f} | {100 * ms / total:.1f}% |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def main() -> None:

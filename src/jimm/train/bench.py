@@ -28,12 +28,16 @@ def _time(fn: Callable[[], object], *, warmup: int, iters: int) -> float:
 
 
 def bench_jimm(
-    size: str, *, batch: int, image_size: int, num_classes: int, warmup: int, iters: int
+    size: str, *, batch: int, image_size: int, num_classes: int, warmup: int, iters: int, scan_layers: bool = True
 ) -> dict[str, float]:
     from ..models.vit import VisionTransformer
 
     model = VisionTransformer(
-        **parse_size(size, image_size=image_size), num_classes=num_classes, dropout_rate=0.0, sharding=None
+        **parse_size(size, image_size=image_size),
+        num_classes=num_classes,
+        dropout_rate=0.0,
+        sharding=None,
+        scan_layers=scan_layers,
     )
     cfg = TrainConfig(steps=10_000, warmup_steps=10, batch_size=batch, clip_norm=0.0, weight_decay=0.05, progress=False)
     x = np.random.default_rng(0).standard_normal((batch, image_size, image_size, 3), dtype=np.float32)
