@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jimm.common import attention
 from jimm.common.attention import cpu_attention, explicit_attention, jax_attention
 from jimm.common.transformer import gelu_exact, materialize_cotangent
 from jimm.models.vit import VisionTransformer
@@ -83,3 +84,17 @@ def test_scanned_and_unrolled_stacks_give_the_same_gradients():
         for layer in range(kw["num_layers"]):
             per_layer = (*path[: i + 1], layer, *path[i + 1 :])
             np.testing.assert_allclose(scan_value[layer], np.asarray(flat_unroll[per_layer].get_value()), atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_shape", [None, (2, 3, 7, 7), (2, 1, 1, 7)])
+def test_head_by_head_inference_path_equals_the_whole_matrix(monkeypatch, mask_shape):
+    rng = np.random.default_rng(4)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 7, 3, 5)), jnp.float32) for _ in range(3))
+    mask = None if mask_shape is None else jnp.asarray(rng.random(mask_shape) > 0.3).at[..., 0].set(True)
+    whole = jax.jit(lambda q, k, v: cpu_attention(q, k, v, mask))(q, k, v)
+    monkeypatch.setattr(attention, "PER_HEAD_BYTES", 0)
+    by_head = jax.jit(lambda q, k, v: cpu_attention(q, k, v, mask))(q, k, v)
+    np.testing.assert_allclose(by_head, explicit_attention(q, k, v, mask=mask), atol=1e-6)
+    np.testing.assert_allclose(by_head, whole, atol=1e-6)
+    grad = jax.grad(lambda q: cpu_attention(q, k, v, mask).sum())(q)  # gradients keep the whole-matrix rule
+    np.testing.assert_allclose(grad, jax.grad(lambda q: explicit_attention(q, k, v, mask=mask).sum())(q), atol=1e-5)
