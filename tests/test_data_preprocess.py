@@ -458,6 +458,11 @@ def test_for_model_uses_the_file_or_the_family_defaults():
         (33, 37),
     )
     assert ImageProcessorConfig.for_model(model(model_type="dinov3_vit")).kind.torch
+    dino = ImageProcessorConfig.for_model(model(model_type="dinov2"))  # e.g. torch-hub weights: no file
+    assert dino.image_processor_type == "BitImageProcessor" and dino.crop_size == (33, 37)
+    assert dino == ImageProcessorConfig.from_dict(
+        {**DINOV2_HUB, "size": {"shortest_edge": 37}, "crop_size": {"height": 33, "width": 37}}
+    )
     saved = model(model_type="clip")
     saved.preprocessor_json = json.dumps(DINOV2_HUB)
     assert ImageProcessorConfig.for_model(saved) == ImageProcessorConfig.from_dict(DINOV2_HUB)

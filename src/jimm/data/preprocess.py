@@ -88,6 +88,13 @@ MODEL_TYPE_PROCESSORS = {
     "siglip_vision_model": "SiglipImageProcessor",
 }
 
+# What a family's checkpoints all write over their processor class's defaults (for models without a file, e.g.
+# torch-hub DINOv2 weights): DINOv2 was trained with ImageNet statistics, BitImageProcessor defaults to CLIP's.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dinov2": {"image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD},
+    "dinov2_with_registers": {"image_mean": IMAGENET_DEFAULT_MEAN, "image_std": IMAGENET_DEFAULT_STD},
+}
+
 # preprocessor_config.json keys that name the file's classes: read for dispatch, otherwise not used.
 _BOOKKEEPING = frozenset({"image_processor_type", "processor_class", "feature_extractor_type", "_processor_class"})
 # Keys transformers writes that cannot change the pixel values jimm returns (layout, device, tensor type) or
@@ -234,9 +241,10 @@ class ImageProcessorConfig:
             )
         name = MODEL_TYPE_PROCESSORS[model_type]
         kind, (h, w) = KINDS[name], model.config.image_hw
+        family = FAMILY_DEFAULTS.get(model_type, {})
         if not kind.defaults.get("do_center_crop"):
-            return cls.defaults(name, size=(h, w))
-        return cls.defaults(name, size=max(h, w) if kind.shortest_edge else (h, w), crop_size=(h, w))
+            return cls.defaults(name, size=(h, w), **family)
+        return cls.defaults(name, size=max(h, w) if kind.shortest_edge else (h, w), crop_size=(h, w), **family)
 
     def to_dict(self) -> dict[str, Any]:
         """A `preprocessor_config.json` that transformers loads into the same class and settings."""
