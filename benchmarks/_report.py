@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -63,6 +64,31 @@ def median_time(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 2) 
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+class PeakRss:
+    """`with PeakRss() as rss: ...` then `rss.growth`: the peak resident memory above the start, in bytes, sampled
+    every 2 ms by a thread (a loader's transient buffers show up; an end-of-block reading would miss them)."""
+
+    def __enter__(self) -> PeakRss:
+        import psutil
+
+        self._process = psutil.Process()
+        self._base = self._peak = self._process.memory_info().rss
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.002):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._sampler.join()
+        self._peak = max(self._peak, self._process.memory_info().rss)
+        self.growth = self._peak - self._base
 
 
 def commit() -> str:

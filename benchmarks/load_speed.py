@@ -32,9 +32,11 @@ SIZES = {  # HF ViTConfig fields
 }
 
 CHILD = r"""
-import gc, json, statistics, sys, threading, time
-import numpy as np, psutil
-which, path, later = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import gc, json, statistics, sys, time
+import numpy as np
+which, path, later, benchmarks = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, benchmarks)
+from _report import PeakRss
 weights = sorted(__import__("pathlib").Path(path).glob("*.safetensors"))
 total = sum(p.stat().st_size for p in weights)
 if which == "jimm":
@@ -58,22 +60,10 @@ for p in weights:
     del data
 read_bytes = time.perf_counter() - start
 gc.collect()
-proc = psutil.Process()
-base = peak = proc.memory_info().rss
-done = False
-def sample():
-    global peak
-    while not done:
-        peak = max(peak, proc.memory_info().rss)
-        time.sleep(0.002)
-sampler = threading.Thread(target=sample)
-sampler.start()
-start = time.perf_counter()
-model = load()
-first = time.perf_counter() - start
-done = True
-sampler.join()
-peak = max(peak, proc.memory_info().rss)
+with PeakRss() as rss:
+    start = time.perf_counter()
+    model = load()
+    first = time.perf_counter() - start
 del model
 gc.collect()
 times = []
@@ -84,13 +74,16 @@ for _ in range(later):
     del model
     gc.collect()
 print(json.dumps({"read_bytes": read_bytes, "first": first, "later": statistics.median(times) if times else None,
-                  "rss_growth": peak - base, "bytes": total}))
+                  "rss_growth": rss.growth, "bytes": total}))
 """
 
 
 def measure(which: str, path: Path, later: int) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, which, str(path), str(later)], capture_output=True, text=True, check=False
+        [sys.executable, "-c", CHILD, which, str(path), str(later), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise RuntimeError(f"{which} load of {path} failed:\n{out.stderr[-3000:]}")

@@ -21,8 +21,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import SummaryRow, add_section, commit, median_time, today
 
 LOAD_SCRIPT = r"""
-import gc, json, sys, threading, time, psutil
-which, path = sys.argv[1], sys.argv[2]
+import gc, json, sys, time
+which, path, benchmarks = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, benchmarks)
+from _report import PeakRss
 if which == "jimm":
     import jax, jimm
     from flax import nnx
@@ -30,27 +32,15 @@ if which == "jimm":
 else:
     import torch, transformers
 gc.collect()
-proc = psutil.Process()
-base = peak = proc.memory_info().rss
-done = False
-def sample():
-    global peak
-    while not done:
-        peak = max(peak, proc.memory_info().rss)
-        time.sleep(0.002)
-sampler = threading.Thread(target=sample)
-sampler.start()
-start = time.perf_counter()
-if which == "jimm":
-    model = jimm.VisionTransformer.from_pretrained(path)
-    jax.block_until_ready(jax.tree.leaves(nnx.state(model)))
-else:
-    model = transformers.ViTForImageClassification.from_pretrained(path)
-seconds = time.perf_counter() - start
-done = True
-sampler.join()
-peak = max(peak, proc.memory_info().rss)
-print(json.dumps({"seconds": seconds, "peak_above_base": peak - base}))
+with PeakRss() as rss:
+    start = time.perf_counter()
+    if which == "jimm":
+        model = jimm.VisionTransformer.from_pretrained(path)
+        jax.block_until_ready(jax.tree.leaves(nnx.state(model)))
+    else:
+        model = transformers.ViTForImageClassification.from_pretrained(path)
+    seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_above_base": rss.growth}))
 """
 
 
@@ -58,7 +48,10 @@ def measure_load(which: str, path: str, repeats: int) -> dict[str, float]:
     runs = []
     for _ in range(repeats):
         out = subprocess.run(
-            [sys.executable, "-c", LOAD_SCRIPT, which, path], capture_output=True, text=True, check=True
+            [sys.executable, "-c", LOAD_SCRIPT, which, path, str(Path(__file__).parent)],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return {
