@@ -546,6 +546,8 @@ def _materialize_fwd(x):
 
 
 def _materialize_bwd(_, g):
+    # max(g, -inf) = g through a reduction, which XLA materialises instead of fusing into each consumer.
+    # `lax.optimization_barrier(g)` does not stop the recomputation (measured: 5.4 s vs 3.0 s per ViT-S/16 step).
     return (jnp.max(jnp.stack([g, jnp.full_like(g, -jnp.inf)]), axis=0),)
 
 
