@@ -48,12 +48,13 @@ POS_EMBED_PREFIX = ("all", "class", "none")
 GLOBAL_POOLS = ("token", "avg", "map")
 
 
-def _pair(value) -> tuple[int, int]:
-    if isinstance(value, int):
+def pair(value, field: str) -> tuple[int, int]:
+    """A size field (`image_size`, `patch_size`): an int, or `[height, width]`."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
     if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return (int(value[0]), int(value[1]))
-    raise ValueError(f"expected an int or a pair of ints, got {value!r}")
+    raise ValueError(f"{field} must be an int or [height, width], got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,7 +100,7 @@ class VisionTowerConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size"):
-            object.__setattr__(self, name, _pair(getattr(self, name)))
+            object.__setattr__(self, name, pair(getattr(self, name), name))
         object.__setattr__(self, "qkv_bias", tuple(bool(b) for b in self.qkv_bias))
         checks = [
             (self.act in ACTIVATIONS, f"act={self.act!r} is not one of {sorted(ACTIVATIONS)}"),

@@ -8,8 +8,11 @@ way transformers does.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from ..common.vision import pair
 
 # HF fields that describe bookkeeping, training-only init or outputs: accepted by every family, not used.
 IGNORED_HF_KEYS = frozenset(
@@ -151,15 +154,6 @@ def check_types(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
         raise ValueError("config.json has fields of the wrong type: " + "; ".join(problems))
 
 
-def pair(value: Any, field: str) -> tuple[int, int]:
-    """An HF size field (`image_size`, `patch_size`): an int, or `[height, width]`."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return (int(value[0]), int(value[1]))
-    raise ValueError(f"{field} must be an int or [height, width], got {value!r}")
-
-
 def check_values(owner: str, config: Any, *, positive: Iterable[str] = (), unit: Iterable[str] = ()) -> None:
     """Raise naming the field when one of `positive` is not a positive int or one of `unit` is not in [0, 1)."""
     for name in positive:
@@ -216,10 +210,48 @@ def write_labels(labels: Mapping[int, str]) -> dict[str, Any]:
     return {"id2label": id2label, "label2id": {name: i for i, name in labels.items()}}
 
 
+class LabelledConfig:
+    """What the frozen config dataclasses with `num_labels` / `id2label` share.
+
+    A dataclass subclass keeps this hash only with `__hash__ = LabelledConfig.__hash__` in its body: dataclasses
+    write their own, which fails on the id2label dict.
+    """
+
+    def __hash__(self) -> int:  # id2label is a dict; hash its items so the config can be static jit metadata
+        fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id2label")
+        return hash((fields, tuple(sorted(self.id2label.items())) if self.id2label else None))
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return labels_or_placeholders(self.num_labels, self.id2label)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
+class PatchGridConfig(LabelledConfig):
+    """A labelled config with `image_size` and `patch_size` fields (ViT, DINOv2, DINOv3)."""
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return pair(self.image_size, "image_size")
+
+    @property
+    def patch_hw(self) -> tuple[int, int]:
+        return pair(self.patch_size, "patch_size")
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        (ih, iw), (ph, pw) = self.image_hw, self.patch_hw
+        return ih // ph, iw // pw
+
+
 __all__ = [
     "BACKBONE_KEYS",
     "IGNORED_HF_KEYS",
     "LEGACY_PRETRAINED_KEYS",
+    "LabelledConfig",
+    "PatchGridConfig",
     "check_fields",
     "check_labels",
     "check_types",

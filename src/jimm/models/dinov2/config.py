@@ -24,10 +24,10 @@ from ...common.transformer import ACTIVATIONS
 from ...common.vision import VisionTowerConfig
 from ..hf_config import (
     BACKBONE_KEYS,
+    PatchGridConfig,
     check_fields,
     check_labels,
     check_values,
-    labels_or_placeholders,
     pair,
     read_labels,
     write_labels,
@@ -46,7 +46,7 @@ def swiglu_hidden(hidden_size: int, mlp_ratio: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DINOv2Config:
+class DINOv2Config(PatchGridConfig):
     """A DINOv2 backbone (and optional `[CLS, mean(patches)]` classifier), with HF field names and defaults."""
 
     model_type: str = PLAIN  # "dinov2" or "dinov2_with_registers" (which transformers class, which resampling)
@@ -70,6 +70,8 @@ class DINOv2Config:
     interpolate_offset: float = 0.0
     num_labels: int = 0  # classes of the `[CLS, mean(patches)]` head; 0 for a backbone
     id2label: dict[int, str] | None = None
+
+    __hash__ = PatchGridConfig.__hash__  # a dataclass would generate one that fails on the id2label dict
 
     def __post_init__(self) -> None:
         owner = "DINOv2Config"
@@ -116,23 +118,6 @@ class DINOv2Config:
         object.__setattr__(self, "id2label", check_labels(owner, self.num_labels, self.id2label))
         VisionTowerConfig(**self._tower_fields())  # the image / patch sizes: one error if they do not fit
 
-    def __hash__(self) -> int:  # id2label is a dict; hash its items so the config can be static jit metadata
-        fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id2label")
-        return hash((fields, tuple(sorted(self.id2label.items())) if self.id2label else None))
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        return pair(self.image_size, "image_size")
-
-    @property
-    def patch_hw(self) -> tuple[int, int]:
-        return pair(self.patch_size, "patch_size")
-
-    @property
-    def grid_hw(self) -> tuple[int, int]:
-        (ih, iw), (ph, pw) = self.image_hw, self.patch_hw
-        return ih // ph, iw // pw
-
     @property
     def mlp_dim(self) -> int:
         """The MLP hidden width F (see the module docstring)."""
@@ -143,13 +128,6 @@ class DINOv2Config:
     @property
     def num_prefix_tokens(self) -> int:
         return 1 + self.num_register_tokens
-
-    @property
-    def labels(self) -> dict[int, str]:
-        return labels_or_placeholders(self.num_labels, self.id2label)
-
-    def replace(self, **changes: Any) -> DINOv2Config:
-        return dataclasses.replace(self, **changes)
 
     def _tower_fields(self) -> dict[str, Any]:
         return dict(

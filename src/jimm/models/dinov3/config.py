@@ -24,10 +24,10 @@ from ...common.transformer import ACTIVATIONS
 from ...common.vision import VisionTowerConfig
 from ..hf_config import (
     BACKBONE_KEYS,
+    PatchGridConfig,
     check_fields,
     check_labels,
     check_values,
-    labels_or_placeholders,
     pair,
     read_labels,
     write_labels,
@@ -38,7 +38,7 @@ JIMM_FIELDS = {"use_patch_bias": True}  # written to config.json only when not a
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DINOv3Config:
+class DINOv3Config(PatchGridConfig):
     """A DINOv3 ViT backbone (and optional `[CLS, mean(patches)]` classifier), with HF names and defaults."""
 
     patch_size: int | tuple[int, int] = 16
@@ -70,6 +70,8 @@ class DINOv3Config:
 
     model_type = MODEL_TYPE  # one transformers class (a property-like constant, not a field)
 
+    __hash__ = PatchGridConfig.__hash__  # a dataclass would generate one that fails on the id2label dict
+
     def __post_init__(self) -> None:
         owner = "DINOv3Config"
         check_values(
@@ -100,28 +102,9 @@ class DINOv3Config:
         object.__setattr__(self, "id2label", check_labels(owner, self.num_labels, self.id2label))
         VisionTowerConfig(**self._tower_fields())  # the image / patch sizes: one error if they do not fit
 
-    def __hash__(self) -> int:  # id2label is a dict; hash its items so the config can be static jit metadata
-        fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id2label")
-        return hash((fields, tuple(sorted(self.id2label.items())) if self.id2label else None))
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        return pair(self.image_size, "image_size")
-
-    @property
-    def patch_hw(self) -> tuple[int, int]:
-        return pair(self.patch_size, "patch_size")
-
     @property
     def num_prefix_tokens(self) -> int:
         return 1 + self.num_register_tokens
-
-    @property
-    def labels(self) -> dict[int, str]:
-        return labels_or_placeholders(self.num_labels, self.id2label)
-
-    def replace(self, **changes: Any) -> DINOv3Config:
-        return dataclasses.replace(self, **changes)
 
     def _tower_fields(self) -> dict[str, Any]:
         return dict(

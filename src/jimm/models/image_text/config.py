@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 from ...common.transformer import ACTIVATIONS
 from ..hf_config import (
     LEGACY_PRETRAINED_KEYS,
+    LabelledConfig,
     check_fields,
     check_labels,
     check_types,
     check_values,
-    labels_or_placeholders,
     read_labels,
     write_labels,
 )
@@ -79,7 +79,7 @@ class SubConfig:
         return dict(sorted({**out, "model_type": self.MODEL_TYPE}.items()))
 
 
-class PairConfig:
+class PairConfig(LabelledConfig):
     """Shared behaviour of a family's pair config: the three on-disk layouts, labels, the image size.
 
     Subclasses are dataclasses with `vision_config`, `text_config`, `num_labels`, `id2label` and their own
@@ -98,24 +98,13 @@ class PairConfig:
     def model_type(self) -> str:
         return self.MODEL_TYPE
 
-    def __hash__(self) -> int:  # id2label is a dict; hash its items so the config can be static jit metadata
-        fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id2label")
-        return hash((fields, tuple(sorted(self.id2label.items())) if self.id2label else None))
-
     def _check_labels(self) -> None:
         object.__setattr__(self, "id2label", check_labels(type(self).__name__, self.num_labels, self.id2label))
-
-    @property
-    def labels(self) -> dict[int, str]:
-        return labels_or_placeholders(self.num_labels, self.id2label)
 
     @property
     def image_hw(self) -> tuple[int, int]:
         size = self.vision_config.image_size
         return (size, size) if isinstance(size, int) else tuple(size)
-
-    def replace(self, **changes: Any):
-        return dataclasses.replace(self, **changes)
 
     def _top_fields(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if f.name not in ("vision_config", "text_config", *LABELS)]

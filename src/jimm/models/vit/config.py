@@ -14,7 +14,7 @@ from typing import Any
 
 from ...common.transformer import ACTIVATIONS
 from ...common.vision import VisionTowerConfig
-from ..hf_config import check_fields, check_types, labels_or_placeholders, read_labels, write_labels
+from ..hf_config import PatchGridConfig, check_fields, check_types, read_labels, write_labels
 
 # ViT-specific fields that describe heads we do not build: accepted, not used.
 VIT_IGNORED_KEYS = frozenset(
@@ -32,16 +32,8 @@ FIXED_HF_KEYS: dict[str, Any] = {"use_mask_token": False, "head_dim": None}
 GLOBAL_POOLS = ("token", "avg", "map")
 
 
-def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return (int(value[0]), int(value[1]))
-    raise ValueError(f"expected an int or a pair of ints, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ViTConfig:
+class ViTConfig(PatchGridConfig):
     """Architecture of a ViT-for-image-classification, with HF `ViTConfig` field names and defaults (ViT-B/16)."""
 
     hidden_size: int = 768
@@ -70,6 +62,8 @@ class ViTConfig:
     qk_norm: bool = False  # LayerNorm on queries and keys per head ("Scaling ViT to 22B", Dehghani et al.)
     drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over depth (Huang et al., 2016)
     pos_embed_antialias: bool = False  # resample position embeddings as timm does (antialiased), not as HF
+
+    __hash__ = PatchGridConfig.__hash__  # a dataclass would generate one that fails on the id2label dict
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_channels")
@@ -119,23 +113,6 @@ class ViTConfig:
                 )
             object.__setattr__(self, "id2label", labels)
 
-    def __hash__(self) -> int:  # id2label is a dict; hash its items so the config can be static jit metadata
-        fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "id2label")
-        return hash((fields, tuple(sorted(self.id2label.items())) if self.id2label else None))
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        return _pair(self.image_size)
-
-    @property
-    def patch_hw(self) -> tuple[int, int]:
-        return _pair(self.patch_size)
-
-    @property
-    def grid_hw(self) -> tuple[int, int]:
-        (ih, iw), (ph, pw) = self.image_hw, self.patch_hw
-        return ih // ph, iw // pw
-
     @property
     def num_prefix_tokens(self) -> int:
         """Class, distillation and register tokens, in that order, before the patch tokens."""
@@ -157,13 +134,6 @@ class ViTConfig:
     def is_plain_hf(self) -> bool:
         """True when every variant field is at its default: the model is exactly an HF ViT."""
         return all(getattr(self, name) == default for name, default in VARIANT_DEFAULTS.items())
-
-    @property
-    def labels(self) -> dict[int, str]:
-        return labels_or_placeholders(self.num_labels, self.id2label)
-
-    def replace(self, **changes: Any) -> ViTConfig:
-        return dataclasses.replace(self, **changes)
 
     def tower(self) -> VisionTowerConfig:
         """The shared vision tower this config describes."""
