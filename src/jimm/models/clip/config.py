@@ -32,19 +32,13 @@ class CLIPVisionConfig(SubConfig):
         """A class embedding with a position row, no patch bias, `pre_layrnorm`, and `post_layernorm` on the pooled
         class token only (HF's `last_hidden_state` is not normed)."""
         return VisionTowerConfig(
-            hidden_size=self.hidden_size,
-            num_layers=self.num_hidden_layers,
-            num_heads=self.num_attention_heads,
-            mlp_dim=self.intermediate_size,
-            act=self.hidden_act,
-            eps=self.layer_norm_eps,
+            **self._shared_tower_fields(),
             image_size=self.image_size,
             patch_size=self.patch_size,
             num_channels=self.num_channels,
             patch_bias=False,
             pre_norm=True,
             fc_norm=True,
-            attention_dropout=self.attention_dropout,
         )
 
 
@@ -71,18 +65,12 @@ class CLIPTextConfig(SubConfig):
         """Causal attention; pooling at argmax(ids) for the legacy `eos_token_id == 2` (OpenAI hub configs), else
         at the first `eos_token_id` (transformers#24773)."""
         return TextTowerConfig(
+            **self._shared_tower_fields(),
             vocab_size=self.vocab_size,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_hidden_layers,
-            num_heads=self.num_attention_heads,
-            mlp_dim=self.intermediate_size,
             max_positions=self.max_position_embeddings,
-            act=self.hidden_act,
-            eps=self.layer_norm_eps,
             causal=True,
             pooling="argmax" if self.eos_token_id == 2 else "eos",
             eos_token_id=self.eos_token_id,
-            attention_dropout=self.attention_dropout,
         )
 
 

@@ -56,6 +56,18 @@ class SubConfig:
     def tower(self):
         raise NotImplementedError
 
+    def _shared_tower_fields(self) -> dict[str, Any]:
+        """The tower fields that every HF sub-config spells the same way."""
+        return dict(
+            hidden_size=self.hidden_size,
+            num_layers=self.num_hidden_layers,
+            num_heads=self.num_attention_heads,
+            mlp_dim=self.intermediate_size,
+            act=self.hidden_act,
+            eps=self.layer_norm_eps,
+            attention_dropout=self.attention_dropout,
+        )
+
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)
 

@@ -33,19 +33,13 @@ class SiglipVisionConfig(SubConfig):
         """No class token, positions for the patches only, `post_layernorm` on every token, then the MAP head
         (without the head, the tower's own pooling is the patch mean)."""
         return VisionTowerConfig(
-            hidden_size=self.hidden_size,
-            num_layers=self.num_hidden_layers,
-            num_heads=self.num_attention_heads,
-            mlp_dim=self.intermediate_size,
-            act=self.hidden_act,
-            eps=self.layer_norm_eps,
+            **self._shared_tower_fields(),
             image_size=self.image_size,
             patch_size=self.patch_size,
             num_channels=self.num_channels,
             class_token=False,
             pos_embed_prefix="none",
             global_pool="map" if self.vision_use_head else "avg",
-            attention_dropout=self.attention_dropout,
         )
 
 
@@ -71,18 +65,12 @@ class SiglipTextConfig(SubConfig):
     def tower(self) -> TextTowerConfig:
         """Bidirectional attention (a mask only when one is passed), pooling at the last position, then `head`."""
         return TextTowerConfig(
+            **self._shared_tower_fields(),
             vocab_size=self.vocab_size,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_hidden_layers,
-            num_heads=self.num_attention_heads,
-            mlp_dim=self.intermediate_size,
             max_positions=self.max_position_embeddings,
-            act=self.hidden_act,
-            eps=self.layer_norm_eps,
             causal=False,
             pooling="last",
             head_size=self.projection_size or self.hidden_size,
-            attention_dropout=self.attention_dropout,
         )
 
     def to_hf_dict(self):
