@@ -15,6 +15,17 @@ import jimm
 from jimm.cli import main
 
 LABELS = ["cat", "dog", "car", "coffee cup"]
+TIE = 1e-5  # probabilities closer than the parity tolerance have no determined order
+
+
+def assert_most_likely_first(ordered: list[str], want: np.ndarray) -> None:
+    """`ordered` lists LABELS most likely first wherever the order is determined: the tiny SigLIP fixture keeps 7
+    text tokens, so different labels can become the same tokens and tie; their order among themselves is free."""
+    rank = {label: i for i, label in enumerate(ordered)}
+    for a, pa in zip(LABELS, want, strict=True):
+        for b, pb in zip(LABELS, want, strict=True):
+            if pa > pb + TIE:
+                assert rank[a] < rank[b], f"{a} ({pa:.6f}) listed after {b} ({pb:.6f}): {ordered}"
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +106,15 @@ def test_cli_zero_shot_and_embed(family, photos, tmp_path, capsys):
     assert [row["image"] for row in rows] == photos
     expected = transformers_probabilities(kind, hf, path, photos, LABELS)
     for row, want in zip(rows, expected, strict=True):
-        assert list(row["probs"]) == [LABELS[i] for i in np.argsort(-want, kind="stable")]  # most likely first
+        assert sorted(row["probs"]) == sorted(LABELS)
+        assert_most_likely_first(list(row["probs"]), want)
         np.testing.assert_allclose([row["probs"][label] for label in LABELS], want, atol=1e-5)
     assert main(["zero-shot", str(path), *photos, "--labels", ",".join(LABELS), "--top-k", "1", "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[::2] == photos and len(lines) == 6
     for line, want in zip(lines[1::2], expected, strict=True):
-        assert line.split()[-1] == LABELS[int(np.argmax(want))].split()[-1] and line.strip().startswith(
-            f"{want.max():.2%}"
-        )
+        tied_best = {LABELS[i].split()[-1] for i in np.flatnonzero(want >= want.max() - TIE)}
+        assert line.split()[-1] in tied_best and line.strip().startswith(f"{want.max():.2%}")
 
     out = tmp_path / "images.npy"
     assert main(["embed", str(path), *photos, "--out", str(out), "--quiet"]) == 0
