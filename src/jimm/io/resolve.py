@@ -132,8 +132,10 @@ def local_lookup(root: Path) -> Callable[[str], Path | None]:
     return lookup
 
 
-def _resolve_local(root: Path, text: str, prefer_pytorch: bool, need_config: bool) -> ResolvedModel:
-    lookup = local_lookup(root)
+def _resolve_local(
+    root: Path, text: str, prefer_pytorch: bool, need_config: bool, lookup: Callable[[str], Path | None] | None = None
+) -> ResolvedModel:
+    lookup = lookup or local_lookup(root)
     config = lookup(CONFIG)
     if config is None and need_config:
         raise FileNotFoundError(f"{text} has no {CONFIG}; it is not a saved Hugging Face model folder")

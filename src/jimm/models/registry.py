@@ -8,10 +8,10 @@ by import path and imported only when chosen, so adding a family is one line her
 from __future__ import annotations
 
 import importlib
-import json
 import os
-from pathlib import Path
 from typing import Any
+
+from ..io.files import ModelFiles, locate
 
 # model_type -> "module:Class"
 MODEL_TYPES: dict[str, str] = {
@@ -47,7 +47,7 @@ LAYOUTS: list[tuple[Any, str]] = [
 
 
 def _dinov2_hub(names) -> bool:
-    from .dinov2.formats import HUB, detect
+    from .dinov2.formats import HUB, detect  # imported when asked: the registry imports no family
 
     return detect(names) == HUB
 
@@ -55,17 +55,6 @@ def _dinov2_hub(names) -> bool:
 def _load_class(target: str) -> type:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def read_json_object(path: str | os.PathLike) -> dict:
-    """A JSON file that must hold an object (an HF config), with errors naming the file."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object (an HF config.json)")
-    return data
 
 
 def class_for_config(config: dict, *, source: str) -> type:
@@ -92,18 +81,26 @@ def class_for_tensors(names, *, source: str) -> type:
     raise ValueError(f"{source}: the tensor layout matches no family jimm implements (tensors: {sample})")
 
 
+def locate_class(name_or_path: str | os.PathLike, **locate_kwargs) -> tuple[type, ModelFiles]:
+    """The class `from_pretrained(name_or_path)` builds, and the files it found (config parsed, a config-less
+    checkpoint's header open), to hand to that class's loader so nothing is read twice."""
+    kwargs = {"prefer_pytorch": False, "revision": None, "token": None, "cache_dir": None, **locate_kwargs}
+    files = locate(name_or_path, **kwargs)
+    if files.hf_config is not None:
+        return class_for_config(files.hf_config, source=files.source), files
+    try:
+        return class_for_tensors(files.header().entries(), source=files.source), files
+    except BaseException:
+        files.open_weights().close()
+        raise
+
+
 def model_class(name_or_path: str | os.PathLike, **locate_kwargs) -> type:
     """The jimm class that `from_pretrained(name_or_path)` would build (the same file lookup and messages)."""
-    from ..io.checkpoint import open_checkpoint
-    from .loading import locate
-
-    source = os.fspath(name_or_path)
-    kwargs = {"prefer_pytorch": False, "revision": None, "token": None, "cache_dir": None, **locate_kwargs}
-    weights, config, _ = locate(name_or_path, **kwargs)
-    if config is not None:
-        return class_for_config(read_json_object(config), source=source)
-    with open_checkpoint(weights) as checkpoint:
-        return class_for_tensors(checkpoint.entries(), source=source)
+    cls, files = locate_class(name_or_path, **locate_kwargs)
+    if files.opened is not None:
+        files.open_weights().close()
+    return cls
 
 
 def image_classifier_class(name_or_path: str | os.PathLike, **hub_kwargs) -> type:
@@ -124,8 +121,12 @@ def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     """
     hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
     prefer = {"prefer_pytorch": kwargs["use_pytorch"]} if kwargs.get("use_pytorch") else {}
-    cls = model_class(name_or_path, **hub, **prefer)
-    return cls.from_pretrained(name_or_path, **kwargs)
+    cls, files = locate_class(name_or_path, **hub, **prefer)
+    try:
+        return cls.from_pretrained(files, **kwargs)
+    finally:
+        if files.opened is not None:  # the class's loader did not take the open checkpoint (an argument error)
+            files.open_weights().close()
 
 
 __all__ = [
@@ -134,6 +135,6 @@ __all__ = [
     "MODEL_TYPES",
     "from_pretrained",
     "image_classifier_class",
+    "locate_class",
     "model_class",
-    "read_json_object",
 ]

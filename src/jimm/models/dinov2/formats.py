@@ -29,16 +29,34 @@ plain models with the legacy `interpolate_offset=0.1`, registers models antialia
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 
-from ..pretrained import count_layers, infer_heads
 from ..views import ConvertedSource, Rule, concat_rows, same, split_rows
 from .config import PLAIN, REGISTERS, DINOv2Config, swiglu_hidden
 
 HUB, TIMM = "facebookresearch/dinov2 (torch hub)", "timm DINOv2"
 MARKER = "patch_embed.proj.weight"
 HEAD_DIM = 64
+
+
+def infer_heads(width: int, head_dim: int, *, source: str, tensor: str) -> int:
+    """Heads of a checkpoint without a config: every DINOv2 size has `head_dim`-wide heads."""
+    if width % head_dim:
+        raise ValueError(
+            f"{source}: cannot infer the number of heads of width {width} (from {tensor}): this family's sizes "
+            f"have {head_dim}-wide heads; pass config=... with num_attention_heads"
+        )
+    return width // head_dim
+
+
+def count_layers(names: Sequence[str], prefix: str) -> int:
+    """How many `prefix{i}.` blocks the names hold (0..n-1, each present)."""
+    found = {int(n[len(prefix) :].split(".", 1)[0]) for n in names if n.startswith(prefix) and n[len(prefix)].isdigit()}
+    if found != set(range(len(found))):
+        raise ValueError(f"checkpoint blocks {sorted(found)} are not numbered 0..{len(found) - 1}")
+    return len(found)
 
 
 def detect(names) -> str | None:

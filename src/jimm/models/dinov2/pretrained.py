@@ -1,4 +1,4 @@
-"""DINOv2's part of the shared HF loader (`jimm.models.pretrained`): config, names, layouts, saved files."""
+"""DINOv2's plug-in for the one loader (`jimm.models.loading`): config, names, layouts, its head, saved files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..pretrained import IMAGENET_MEAN, IMAGENET_STD, Family
+from ..pretrained import IMAGENET_MEAN, IMAGENET_STD, BackboneFamily
 from . import formats
 from .config import REGISTERS, DINOv2Config
 from .names import classic_name, has_split_swiglu, model_prefix, name_table
@@ -14,7 +14,13 @@ from .names import classic_name, has_split_swiglu, model_prefix, name_table
 SWIGLU_IN = ".mlp.weights_in.weight"
 
 
-class DINOv2Family(Family):
+def settle(config, do_classification: bool):
+    """A headless DINO model records no labels (transformers' `Dinov2Model` has none)."""
+    config = config if do_classification else config.replace(num_labels=0, id2label=None)
+    return config, {"do_classification": do_classification}, set()
+
+
+class DINOv2Family(BackboneFamily):
     label = "jimm.DINOv2Model"
     config_class = DINOv2Config
 
@@ -24,20 +30,24 @@ class DINOv2Family(Family):
     def classic_name(self, name: str) -> str:
         return classic_name(name)
 
-    def model_prefix(self, config: DINOv2Config) -> str:
-        return model_prefix(config)
+    def model_prefixes(self, config: DINOv2Config) -> tuple[str, ...]:
+        return (model_prefix(config),)
 
-    def name_table(self, config, *, prefix, with_head, entries):
+    def table(self, config, *, prefix, with_head, entries):
         split = entries is not None and config.use_swiglu_ffn and has_split_swiglu(entries)
         return name_table(config, prefix=prefix, with_head=with_head, split_swiglu=split)
 
-    def check(self, config: DINOv2Config, entries: dict, source: str) -> None:
+    def head_width(self, config) -> int:
+        return 2 * config.hidden_size  # the head reads [CLS, mean(patches)]
+
+    def settle(self, config: DINOv2Config, entries: dict, do_classification: bool, source: str):
         for name, (shape, _) in entries.items():
             if name.endswith(SWIGLU_IN) and shape and shape[0] % 2:
                 raise ValueError(
                     f"{source}: {name} has an odd fused width {shape[0]}: SwiGLU's weights_in stacks the gate and up "
                     f"projections (2 x {config.mlp_dim} rows for this config, gate first)"
                 )
+        return settle(config, do_classification)
 
     def fresh(self, config: DINOv2Config, entries: dict, *, foreign: bool) -> dict:
         if foreign and config.use_mask_token and "embeddings.mask_token" not in entries:

@@ -1,4 +1,4 @@
-"""DINOv3's part of the shared HF loader (`jimm.models.pretrained`): config, names, saved files."""
+"""DINOv3's plug-in for the one loader (`jimm.models.loading`): config, names, its head, saved files."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from typing import Any
 
 import numpy as np
 
-from ..pretrained import IMAGENET_MEAN, IMAGENET_STD, Family
+from ..dinov2.pretrained import settle
+from ..pretrained import IMAGENET_MEAN, IMAGENET_STD, BackboneFamily
 from .config import DINOv3Config
 from .names import EMPTY_REGISTERS, classic_name, name_table
 
 
-class DINOv3Family(Family):
+class DINOv3Family(BackboneFamily):
     label = "jimm.DINOv3Model"
     config_class = DINOv3Config
+    depth_pattern = r"(?:^|\.)layer\.(\d+)\."  # DINOv3's blocks are `layer.N`, with no `encoder.`
 
     def read_config(self, raw: dict[str, Any]) -> DINOv3Config:
         return DINOv3Config.from_hf_dict(raw)
@@ -21,12 +23,18 @@ class DINOv3Family(Family):
     def classic_name(self, name: str) -> str:
         return classic_name(name)
 
-    def name_table(self, config, *, prefix, with_head, entries):
+    def table(self, config, *, prefix, with_head, entries):
         return name_table(config, prefix=prefix, with_head=with_head)
 
-    def ignored(self, config: DINOv3Config, entries: dict) -> set[str]:
+    def head_width(self, config) -> int:
+        return 2 * config.hidden_size  # the head reads [CLS, mean(patches)]
+
+    def settle(self, config: DINOv3Config, entries: dict, do_classification: bool, source: str):
+        config, kwargs, ignored = settle(config, do_classification)
         shape = entries.get(EMPTY_REGISTERS, ((1,),))[0]
-        return {EMPTY_REGISTERS} if not config.num_register_tokens and 0 in tuple(shape) else set()
+        if not config.num_register_tokens and 0 in tuple(shape):  # transformers' always-present empty registers
+            ignored.add(EMPTY_REGISTERS)
+        return config, kwargs, ignored
 
     def extra_tensors(self, config: DINOv3Config, dtype) -> list:
         if config.num_register_tokens:

@@ -8,8 +8,6 @@ its harmless default, is an error naming it (never a silent guess).
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
 
 from ...common.transformer import ACTIVATIONS
@@ -130,11 +128,6 @@ class ViTConfig(PatchGridConfig):
         gh, gw = self.grid_hw
         return gh * gw + (0 if self.no_embed_class else self.num_prefix_tokens)
 
-    @property
-    def is_plain_hf(self) -> bool:
-        """True when every variant field is at its default: the model is exactly an HF ViT."""
-        return all(getattr(self, name) == default for name, default in VARIANT_DEFAULTS.items())
-
     def tower(self) -> VisionTowerConfig:
         """The shared vision tower this config describes."""
         return VisionTowerConfig(
@@ -223,18 +216,3 @@ VARIANT_DEFAULTS: dict[str, Any] = {
         "pos_embed_antialias",
     )
 }
-
-
-def read_config_file(path: str | os.PathLike) -> ViTConfig:
-    """Parse `config.json`, naming the file in any error."""
-    try:
-        with open(path, "rb") as f:
-            raw = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    except RecursionError as err:
-        raise ValueError(f"{path} is not a config file: its JSON is nested too deeply") from err
-    try:
-        return ViTConfig.from_hf_dict(raw)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: {err}") from err

@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ....io.checkpoint import CheckpointSource, PrefixStripped, open_checkpoint
+from ....io.checkpoint import CheckpointSource, PrefixStripped
+from ....io.files import ModelFiles
 from ....io.resolve import CONFIG
-from ...loading import locate
 from ..config import ViTConfig
 from . import ConvertedSource
 from . import big_vision as bv
 from . import timm as timm_format
 
-FORMATS = ("hf", "timm", "big_vision")
 HF_MARKER = "embeddings.patch_embeddings.projection.weight"
 
 
@@ -63,39 +62,30 @@ def _missing_hf_config(path: Path) -> str:
     )
 
 
-def open_model(
-    name_or_path, *, config: ViTConfig | str | None, prefer_pytorch: bool, revision=None, token=None, cache_dir=None
-) -> tuple[CheckpointSource, ViTConfig, Path | None, str]:
-    """(HF-named checkpoint view, config, preprocessor path, format name); the caller closes the view."""
-    from ..config import read_config_file
-
-    weights, hf_config, preprocessor = locate(
-        name_or_path, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir
-    )
+def open_layout(raw: CheckpointSource, files: ModelFiles, config: ViTConfig | str | None, source: str):
+    """`(view under HF names, config, format name)` of an open checkpoint; the layout is detected here, once."""
     config = _as_config(config)
-    raw = open_checkpoint(weights)
-    try:
-        fmt = detect_format(raw.entries(), ", ".join(str(p) for p in weights))
-        if fmt == "hf":
-            if config is None:
-                if hf_config is None:
-                    raise FileNotFoundError(_missing_hf_config(Path(os.path.expanduser(os.fspath(name_or_path)))))
-                config = read_config_file(hf_config)
-            return raw, config, preprocessor, fmt
-        if fmt == "timm":
-            entries = raw.entries()
-            config = config or timm_format.infer_config(entries)
-            rules = timm_format.rules(config, with_head=timm_format.has_head(entries))
-            return ConvertedSource(raw, rules, format_name="timm"), config, None, fmt
-        stripped = PrefixStripped(raw, bv.strip_prefix(raw.entries()))
-        entries = stripped.entries()
-        inferred, layout = bv.infer_config(entries)
-        config = config or inferred
-        rules = bv.rules(config, with_head="head/kernel" in entries, **layout)
-        return ConvertedSource(stripped, rules, format_name="npz (vit_jax / big_vision)"), config, None, fmt
-    except BaseException:
-        raw.close()
-        raise
+    fmt = detect_format(raw.entries(), ", ".join(str(p) for p in files.weights))
+    if fmt == "hf":
+        if config is None:
+            if files.hf_config is None:
+                raise FileNotFoundError(_missing_hf_config(Path(os.path.expanduser(source))))
+            try:
+                config = ViTConfig.from_hf_dict(files.hf_config)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{files.config_path}: {err}") from err
+        return raw, config, fmt
+    if fmt == "timm":
+        entries = raw.entries()
+        config = config or timm_format.infer_config(entries)
+        rules = timm_format.rules(config, with_head=timm_format.has_head(entries))
+        return ConvertedSource(raw, rules, format_name="timm"), config, fmt
+    stripped = PrefixStripped(raw, bv.strip_prefix(raw.entries()))
+    entries = stripped.entries()
+    inferred, layout = bv.infer_config(entries)
+    config = config or inferred
+    rules = bv.rules(config, with_head="head/kernel" in entries, **layout)
+    return ConvertedSource(stripped, rules, format_name="npz (vit_jax / big_vision)"), config, fmt
 
 
-__all__ = ["FORMATS", "detect_format", "open_model"]
+__all__ = ["detect_format", "open_layout"]
