@@ -16,8 +16,9 @@ from timm_reference import timm_forward
 from variant_helpers import hf_tensors, randomize
 
 from jimm import VisionTransformer, ViTConfig
-from jimm.models.vit.formats import FormatMismatchError, timm, to_foreign
+from jimm.models.views import FormatMismatchError
 from jimm.models.vit.formats import big_vision as bv
+from jimm.models.vit.formats import timm, to_foreign
 from jimm.models.vit.formats.detect import detect_format
 from jimm.models.vit.names import classic_name
 

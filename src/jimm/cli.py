@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
+
+from . import cli_args
 
 TRAIN_EXTRA_MODULES = frozenset({"optax", "grain", "orbax", "PIL", "sklearn", "matplotlib", "tqdm"})
 USER_ERRORS = (ValueError, OSError, ImportError)
@@ -38,68 +39,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"jimm: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-MAX_IMAGE_SIZE = 4096  # beyond any ViT checkpoint; larger sizes only fail deep inside XLA
-
-
-def _image_size(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_IMAGE_SIZE}, got {text}")
-    return value
-
-
-MAX_SEED = 2**32 - 2  # grain seeds are uint32, and augmentation draws from seed + 1
-
-
-def _seed(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be in [0, {MAX_SEED}], got {text}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def _number(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True):
-    """An argparse type: a finite float in the interval from `low` to `high`."""
-    if high == math.inf:
-        describe = f"> {low:g}" if low_open else f">= {low:g}"
-    else:
-        describe = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        if not (math.isfinite(value) and above and below):
-            raise argparse.ArgumentTypeError(f"must be {describe}, got {text}")
-        return value
-
-    return parse
 
 
 def _quiet_logs() -> None:
@@ -275,9 +214,12 @@ def cmd_features(args: argparse.Namespace) -> None:
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="'digits' (built-in) or an image folder ROOT/<class>/<image>")
     p.add_argument(
-        "--val-fraction", type=_number(0, 1), default=0.1, help="held-out fraction when a folder has no split dirs"
+        "--val-fraction",
+        type=cli_args.number(0, 1),
+        default=0.1,
+        help="held-out fraction when a folder has no split dirs",
     )
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=cli_args.seed, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k labels for image files")
     p.add_argument("model", help="model folder or hub id")
     p.add_argument("images", nargs="+", help="JPEG/PNG files")
-    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--top-k", type=cli_args.positive_int, default=5)
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("train", help="train from scratch or fine-tune; rerun the same command to resume")
@@ -296,26 +238,26 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--from", dest="from_model", help="fine-tune this checkpoint (folder or hub id) on new labels")
     _data_args(p)
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, training.png, model/")
-    p.add_argument("--image-size", type=_image_size, help="from scratch only (default 16 for digits, else 224)")
-    p.add_argument("--steps", type=_positive_int, default=1000)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--grad-accum", type=_positive_int, default=1, help="micro-batches per step")
+    p.add_argument("--image-size", type=cli_args.image_size, help="from scratch only (default 16 for digits, else 224)")
+    p.add_argument("--steps", type=cli_args.positive_int, default=1000)
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=64)
+    p.add_argument("--grad-accum", type=cli_args.positive_int, default=1, help="micro-batches per step")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-steps", type=_nonneg_int, help="default: steps/10 (at most 1000)")
-    fraction = _number(0, 1, high_open=False)
+    p.add_argument("--warmup-steps", type=cli_args.nonneg_int, help="default: steps/10 (at most 1000)")
+    fraction = cli_args.number(0, 1, high_open=False)
     p.add_argument("--min-lr-ratio", type=fraction, default=0.0, help="final lr as a fraction of --lr")
-    p.add_argument("--weight-decay", type=_number(0), default=0.05)
-    p.add_argument("--clip-norm", type=_number(0), default=1.0, help="0 disables")
-    p.add_argument("--label-smoothing", type=_number(0, 1), default=0.0)
+    p.add_argument("--weight-decay", type=cli_args.number(0), default=0.05)
+    p.add_argument("--clip-norm", type=cli_args.number(0), default=1.0, help="0 disables")
+    p.add_argument("--label-smoothing", type=cli_args.number(0, 1), default=0.0)
     p.add_argument("--head-only", action="store_true", help="train only the new classifier (a linear probe)")
-    p.add_argument("--dropout", type=_number(0, 1), default=0.0, help="from scratch only")
+    p.add_argument("--dropout", type=cli_args.number(0, 1), default=0.0, help="from scratch only")
     p.add_argument("--bf16", action="store_true", help="bf16 compute, fp32 parameters")
-    p.add_argument("--shift", type=_nonneg_int, help="random translation in pixels (default 0)")
+    p.add_argument("--shift", type=cli_args.nonneg_int, help="random translation in pixels (default 0)")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips")
-    p.add_argument("--log-every", type=_positive_int, default=10)
-    p.add_argument("--eval-every", type=_nonneg_int, default=0, help="0: only at the end")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=100)
-    p.add_argument("--keep-checkpoints", type=_positive_int, default=2)
+    p.add_argument("--log-every", type=cli_args.positive_int, default=10)
+    p.add_argument("--eval-every", type=cli_args.nonneg_int, default=0, help="0: only at the end")
+    p.add_argument("--checkpoint-every", type=cli_args.positive_int, default=100)
+    p.add_argument("--keep-checkpoints", type=cli_args.positive_int, default=2)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_train)
 
@@ -323,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     _data_args(p)
     p.add_argument("--split", help="default: test, else validation, else train")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=64)
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("convert", help="pytorch_model.bin <-> safetensors (single or sharded), dtype casts")
@@ -337,10 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="images/s for forward and training step of a named size")
     p.add_argument("--model", default="s/16")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--image-size", type=_image_size, default=224)
-    p.add_argument("--warmup", type=_positive_int, default=2)
-    p.add_argument("--iters", type=_positive_int, default=5)
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=16)
+    p.add_argument("--image-size", type=cli_args.image_size, default=224)
+    p.add_argument("--warmup", type=cli_args.positive_int, default=2)
+    p.add_argument("--iters", type=cli_args.positive_int, default=5)
     p.add_argument("--torch", action="store_true", help="also time transformers (torch) side by side")
     p.set_defaults(fn=cmd_bench)
 
@@ -352,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train a small ViT on the built-in digits, then predict (offline, ~1 min)")
     p.add_argument("--out", default="jimm-demo", help="run folder (rerun to resume)")
-    p.add_argument("--steps", type=_positive_int, help="override the demo's step count")
+    p.add_argument("--steps", type=cli_args.positive_int, help="override the demo's step count")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .cli_args import positive_int
+
 
 def _labels(text: str) -> list[str]:
     labels = [label.strip() for label in text.split(",")]
@@ -57,16 +59,14 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 def add_commands(sub) -> None:
     """Add `zero-shot` and `embed` to the `jimm` command's subparsers."""
-    from .cli import _positive_int
-
     p = sub.add_parser("zero-shot", help="classify images by label names with a CLIP / SigLIP model")
     p.add_argument("model", help="model folder or hub id (with its tokenizer files)")
     p.add_argument("images", nargs="+", help="JPEG/PNG files")
     p.add_argument("--labels", type=_labels, required=True, help="comma-separated class names, e.g. cat,dog,car")
     p.add_argument("--template", default="a photo of a {}.", help="prompt with {} for the label")
-    p.add_argument("--top-k", type=_positive_int, help="labels shown per image (default 5; all with --json)")
+    p.add_argument("--top-k", type=positive_int, help="labels shown per image (default 5; all with --json)")
     p.add_argument("--json", action="store_true", help='one JSON object per line: {"image": PATH, "probs": {...}}')
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_zero_shot)
 
@@ -75,6 +75,6 @@ def add_commands(sub) -> None:
     p.add_argument("images", nargs="*", help="JPEG/PNG files (or use --text)")
     p.add_argument("--text", action="append", help="a prompt to embed (repeat for more)")
     p.add_argument("--out", required=True, help="output .npy file, [N, width] float32")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_embed)

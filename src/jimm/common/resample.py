@@ -146,20 +146,18 @@ def resample_grid(
     grid: Float[Array, "h w D"],
     new_hw: tuple[int, int],
     *,
-    antialias: bool = False,
-    mode: str | None = None,
+    mode: str = "bicubic",
     offset: float = 0.0,
 ) -> Float[Array, "h2 w2 D"]:
     """Resize a `[h, w, D]` grid to `new_hw` with torch's semantics; identity when the size is unchanged.
 
-    `mode` is one of `RESAMPLE_MODES`; the older `antialias=True` means "bicubic_antialias" (timm's kernel).
+    `mode` is one of `RESAMPLE_MODES` ("bicubic_antialias" is timm's kernel).
     The resize is computed in fp32 (as HF's DINOv2 does) and cast back.
     """
     h, w = grid.shape[0], grid.shape[1]
     new_h, new_w = new_hw
     if (h, w) == (new_h, new_w):
         return grid
-    mode = mode or ("bicubic_antialias" if antialias else "bicubic")
     mh = jnp.asarray(resample_matrix(h, new_h, mode, offset), jnp.float32)
     mw = jnp.asarray(resample_matrix(w, new_w, mode, offset), jnp.float32)
     out = jnp.einsum("ih,jw,hwD->ijD", mh, mw, grid.astype(jnp.float32), precision="highest")
@@ -172,16 +170,15 @@ def resample_pos_embed(
     new_hw: tuple[int, int],
     *,
     num_prefix_tokens: int = 1,
-    antialias: bool = False,
-    mode: str | None = None,
+    mode: str = "bicubic",
     offset: float = 0.0,
 ) -> Float[Array, "1 T2 D"]:
     """Resample `[1, prefix + h*w, D]` position embeddings from grid `old_hw` to `new_hw`.
 
     The first `num_prefix_tokens` rows (class, distillation, register tokens) are kept as they are; only the
     patch rows are resized. Pass `num_prefix_tokens=0` for embeddings that exclude the prefix tokens.
-    `antialias=False` equals HF's `interpolate_pos_encoding`, `True` timm's `resample_abs_pos_embed`; `mode`
-    and `offset` select any kernel of `resample_grid`.
+    `mode="bicubic"` equals HF's `interpolate_pos_encoding`, "bicubic_antialias" timm's `resample_abs_pos_embed`;
+    `mode` and `offset` select any kernel of `resample_grid`.
     """
     d = pos_embed.shape[-1]
     expected = num_prefix_tokens + old_hw[0] * old_hw[1]
@@ -193,9 +190,7 @@ def resample_pos_embed(
     if tuple(old_hw) == tuple(new_hw):
         return pos_embed
     prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[0, num_prefix_tokens:]
-    grid = resample_grid(
-        patches.reshape(old_hw[0], old_hw[1], d), new_hw, antialias=antialias, mode=mode, offset=offset
-    )
+    grid = resample_grid(patches.reshape(old_hw[0], old_hw[1], d), new_hw, mode=mode, offset=offset)
     return jnp.concatenate([prefix, grid.reshape(1, new_hw[0] * new_hw[1], d)], axis=1)
 
 

@@ -59,11 +59,6 @@ def same(source: str, hf: str) -> Rule:
     return Rule((source,), (hf,), lambda a: (a,), lambda a: (a,))
 
 
-def transposed(source: str, hf: str) -> Rule:
-    """A 2-D kernel stored `[in, out]` (flax) for an HF `[out, in]` weight."""
-    return Rule((source,), (hf,), lambda a: (a.T,), lambda a: (a.T,))
-
-
 def split_rows(parts: int) -> Convert:
     """Split axis 0 into `parts` equal pieces (a fused qkv weight or bias -> query, key, value)."""
 
@@ -154,5 +149,4 @@ __all__ = [
     "same",
     "split_rows",
     "to_foreign",
-    "transposed",
 ]

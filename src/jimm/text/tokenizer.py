@@ -117,7 +117,12 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, *, family: str | None = None, max_length: int | None = None
+        cls,
+        path: str | os.PathLike,
+        *,
+        family: str | None = None,
+        max_length: int | None = None,
+        model_config: dict | None = None,
     ) -> Tokenizer:
         """Read the tokenizer in `path`: a model folder (with `config.json`) or a tokenizer-only folder.
 
@@ -128,6 +133,7 @@ class Tokenizer:
                 `tokenizer_class`, else from `config.json`'s `model_type`.
             max_length: the padded length; by default the model's `text_config.max_position_embeddings`, else the
                 tokenizer's `model_max_length`, else 77 (CLIP) or 64 (SigLIP).
+            model_config: the folder's `config.json` when the caller has already parsed it (a model's loader).
         """
         folder = Path(os.path.expanduser(os.fspath(path)))
         if not folder.is_dir():
@@ -139,7 +145,8 @@ class Tokenizer:
                 f"(with {families.TOKENIZER_CONFIG} or {families.MODEL_CONFIG} to tell the family)"
             )
         tokenizer_config = families.read_json(folder / families.TOKENIZER_CONFIG)
-        model_config = families.read_json(folder / families.MODEL_CONFIG)
+        if model_config is None:
+            model_config = families.read_json(folder / families.MODEL_CONFIG)
         if family is None:
             rules = families.detect_family(folder, tokenizer_config, model_config)
         elif family in FAMILIES:

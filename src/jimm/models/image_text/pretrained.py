@@ -51,13 +51,13 @@ def _load_tokenizer(files: ModelFiles):
     try:
         folder = found[0].parent
         if all(p.parent == folder for p in found):
-            return Tokenizer.from_pretrained(folder)
+            return Tokenizer.from_pretrained(folder, model_config=files.hf_config)
         # Files of one save spread over the folder and its staging folder (a save being rolled forward): gather
         # them in a folder that lives as long as the process, as `Tokenizer.files` must stay readable for saving.
         gathered = Path(tempfile.mkdtemp(prefix="jimm-tokenizer-"))
         for path in [*found, files.config_path]:
             shutil.copyfile(path, gathered / path.name)
-        return Tokenizer.from_pretrained(gathered)
+        return Tokenizer.from_pretrained(gathered, model_config=files.hf_config)
     except (ValueError, OSError) as err:
         logger.warning("%s: its tokenizer could not be read (%s); model.tokenizer is None", files.source, err)
         return None

@@ -19,7 +19,7 @@ import numpy as np
 
 from ....common.resample import resample_pos_embed
 from ....io.checkpoint import CheckpointSource
-from ...views import ConvertedSource, FormatMismatchError, Rule, same, to_foreign, transposed
+from ...views import to_foreign  # the public path docs/formats.md uses
 
 
 class ResampledPosEmbed(CheckpointSource):
@@ -46,7 +46,7 @@ class ResampledPosEmbed(CheckpointSource):
             self.old_hw,
             self.new_hw,
             num_prefix_tokens=self.num_prefix_tokens,
-            antialias=self.antialias,
+            mode="bicubic_antialias" if self.antialias else "bicubic",
         )
         resampled = np.asarray(resampled).astype(array.dtype)
         if out is None:
@@ -58,4 +58,4 @@ class ResampledPosEmbed(CheckpointSource):
         self.raw.close()
 
 
-__all__ = ["ConvertedSource", "FormatMismatchError", "ResampledPosEmbed", "Rule", "same", "to_foreign", "transposed"]
+__all__ = ["ResampledPosEmbed", "to_foreign"]

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import math
 
+from ...views import Rule
 from ..config import ViTConfig
-from . import Rule
 
 PREFIXES = ("opt/target/", "params/img/", "params/")
 

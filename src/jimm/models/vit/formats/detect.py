@@ -14,8 +14,8 @@ from pathlib import Path
 from ....io.checkpoint import CheckpointSource, PrefixStripped
 from ....io.files import ModelFiles
 from ....io.resolve import CONFIG
+from ...views import ConvertedSource
 from ..config import ViTConfig
-from . import ConvertedSource
 from . import big_vision as bv
 from . import timm as timm_format
 

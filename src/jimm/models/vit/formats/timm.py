@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import math
 
-from ...views import concat_rows, split_rows
+from ...views import Rule, concat_rows, same, split_rows
 from ..config import ViTConfig
 from ..variants import HEADS_BY_WIDTH
-from . import Rule, same
 
 MARKER = "patch_embed.proj.weight"
 
