@@ -18,8 +18,8 @@ import pytest
 from flax import nnx
 
 import jimm
+from jimm.io.atomic_save import MANIFEST, STAGING_PREFIX, FolderConflictError
 from jimm.io.convert import convert_checkpoint
-from jimm.io.saved import MANIFEST, STAGING_PREFIX, FolderConflictError
 
 USER_FILES = {
     "model-best.safetensors": b"the user's best model",
@@ -202,7 +202,7 @@ def test_failed_save_into_a_new_folder_leaves_nothing(models, tmp_path, monkeypa
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("jimm.io.save.write_safetensors", full)
+    monkeypatch.setattr("jimm.io.model_folder.write_safetensors", full)
     target = tmp_path / "deep" / "new"
     with pytest.raises(OSError, match=r"no space left on the device while saving to .*new: .*room for both"):
         old.save_pretrained(target)
@@ -211,7 +211,7 @@ def test_failed_save_into_a_new_folder_leaves_nothing(models, tmp_path, monkeypa
     monkeypatch.undo()
     old.save_pretrained(existing)
     before = {p.name: p.read_bytes() for p in existing.iterdir()}
-    monkeypatch.setattr("jimm.io.save.write_safetensors", full)
+    monkeypatch.setattr("jimm.io.model_folder.write_safetensors", full)
     with pytest.raises(OSError, match="room for both"):
         old.save_pretrained(existing)
     assert {p.name: p.read_bytes() for p in existing.iterdir()} == before  # staging removed, old save intact

@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 from transformers import ViTForImageClassification, ViTModel
 
 import jimm
+from jimm.io.atomic_save import MANIFEST, MixedFolderError
 from jimm.io.safetensors import SafetensorsError
-from jimm.io.saved import MANIFEST, MixedFolderError
 from jimm.io.state import CheckpointMismatchError
 
 ATOL = 1e-5
@@ -254,7 +254,7 @@ def test_atomic_save_keeps_previous_files_on_crash(tmp_path, saved, monkeypatch)
         real(path, tensors[:3], metadata)
         raise KeyboardInterrupt("simulated crash mid-save")
 
-    monkeypatch.setattr("jimm.io.save.write_safetensors", crash)
+    monkeypatch.setattr("jimm.io.model_folder.write_safetensors", crash)
     bigger = jimm.VisionTransformer.from_pretrained(saved, num_classes=9)
     with pytest.raises(KeyboardInterrupt):
         bigger.save_pretrained(out)

@@ -3,7 +3,7 @@
 Tensor names and values are copied unchanged (only floating-point tensors are cast), so the output is the
 same HF checkpoint in another container. `config.json`, the preprocessor and tokenizer files are copied
 along. The source is read through the validating readers (a malformed file is an error, never "repaired"),
-and the destination is written as one atomic save (`jimm.io.saved`).
+and the destination is written as one atomic save (`jimm.io.atomic_save`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from .checkpoint import open_checkpoint
+from .atomic_save import FolderSave
+from .model_folder import parse_size, plan_shards, save_model_folder, write_json
+from .readers import open_checkpoint
 from .resolve import AUX_FILES, CONFIG, PYTORCH, resolve_model
-from .save import parse_size, plan_shards, save_model_folder, write_json
-from .saved import FolderSave
 from .state import is_float
 
 DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}

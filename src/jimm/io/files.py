@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointSource, open_checkpoint
+from .readers import CheckpointSource, open_checkpoint
 from .resolve import CONFIG, PREPROCESSOR, PYTORCH, SAFETENSORS, _resolve_local, local_lookup, resolve_model
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".npz")

@@ -1,7 +1,7 @@
 """Resolve a model name to local files: a directory, or a Hugging Face hub repo id through its cache.
 
 Hub access goes through `huggingface_hub`, so its cache, `revision`, `token` and `HF_HUB_OFFLINE=1`
-behave exactly as in transformers. A directory jimm saved is read through its manifest (`jimm.io.saved`),
+behave exactly as in transformers. A directory jimm saved is read through its manifest (`jimm.io.atomic_save`),
 so a folder left by a crash mid-save resolves to exactly one complete save.
 """
 
@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .saved import saved_files
+from .atomic_save import saved_files
 
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"

@@ -41,7 +41,7 @@ DTYPES: dict[str, np.dtype] = {
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 SAVE_ID_KEY = "jimm_save_id"
-"""The `__metadata__` key under which jimm records which save wrote a file (see `jimm.io.saved`)."""
+"""The `__metadata__` key under which jimm records which save wrote a file (see `jimm.io.atomic_save`)."""
 
 
 class SafetensorsError(ValueError):

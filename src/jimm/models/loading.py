@@ -22,8 +22,8 @@ import numpy as np
 from flax import nnx
 
 from ..common.transformer import default_kernel_init
-from ..io.checkpoint import CheckpointSource
 from ..io.files import ModelFiles, locate
+from ..io.readers import CheckpointSource
 from ..io.state import (
     CheckpointMismatchError,
     Slot,
@@ -159,7 +159,8 @@ class Plugin:
     depth_pattern: str = r"(?:^|\.)encoder\.layer\.(\d+)\."  # group 1: a block's index, in canonical names
 
     def read_config(self, raw: dict[str, Any]):
-        raise NotImplementedError
+        """The family config of an HF config.json."""
+        return self.config_class.from_hf_dict(raw)
 
     def classic_name(self, name: str) -> str:
         """A tensor name in transformers' on-disk naming (v5 in-memory names renamed)."""

@@ -2,7 +2,7 @@
 
 A `BackboneFamily` adds to the loader's `Plugin` what saving needs (the name table under a given prefix, the
 architecture name, a default preprocessor); loading is `jimm.models.loading.load`, saving `save_pretrained`
-here (transformers' format, one atomic save through `jimm.io.save`).
+here (transformers' format, one atomic save through `jimm.io.model_folder`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..io.model_folder import save_model_folder
 from ..io.resolve import CONFIG, PREPROCESSOR
-from ..io.save import save_model_folder
 from ..io.state import Slot, tensors_to_save
 from .loading import Plugin
 from .loading import load as load_pretrained
@@ -50,7 +50,7 @@ class BackboneFamily(Plugin):
 def save_pretrained(
     model, family: BackboneFamily, save_directory, *, max_shard_size: int | str = "5GB", overwrite: bool = False
 ) -> None:
-    """Write transformers' format for `model` as one atomic save (see `jimm.io.saved`)."""
+    """Write transformers' format for `model` as one atomic save (see `jimm.io.atomic_save`)."""
     config = model.config
     with_head = model.do_classification
     prefix = family.model_prefixes(config)[:1] if with_head else ()

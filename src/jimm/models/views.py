@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 import jax
 import numpy as np
 
-from ..io.checkpoint import CheckpointSource
+from ..io.readers import CheckpointSource
 
 Convert = Callable[..., tuple[np.ndarray, ...]]
 

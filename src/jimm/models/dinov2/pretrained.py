@@ -24,11 +24,7 @@ class DINOv2Family(BackboneFamily):
     label = "jimm.DINOv2Model"
     config_class = DINOv2Config
 
-    def read_config(self, raw: dict[str, Any]) -> DINOv2Config:
-        return DINOv2Config.from_hf_dict(raw)
-
-    def classic_name(self, name: str) -> str:
-        return classic_name(name)
+    classic_name = staticmethod(classic_name)
 
     def model_prefixes(self, config: DINOv2Config) -> tuple[str, ...]:
         return (model_prefix(config),)

@@ -17,11 +17,7 @@ class DINOv3Family(BackboneFamily):
     config_class = DINOv3Config
     depth_pattern = r"(?:^|\.)layer\.(\d+)\."  # DINOv3's blocks are `layer.N`, with no `encoder.`
 
-    def read_config(self, raw: dict[str, Any]) -> DINOv3Config:
-        return DINOv3Config.from_hf_dict(raw)
-
-    def classic_name(self, name: str) -> str:
-        return classic_name(name)
+    classic_name = staticmethod(classic_name)
 
     def table(self, config, *, prefix, with_head, entries):
         return name_table(config, prefix=prefix, with_head=with_head)

@@ -22,8 +22,8 @@ from typing import Any
 from flax import nnx
 
 from ...io.files import ModelFiles
+from ...io.model_folder import save_model_folder
 from ...io.resolve import CONFIG, PREPROCESSOR, TOKENIZER_FILES
-from ...io.save import save_model_folder
 from ...io.state import tensors_to_save
 from ..loading import Plugin, load
 from ..views import Renamed
@@ -78,9 +78,6 @@ class ImageTextFamily(Plugin):
         else:
             self.attention = {"attention_fn": attention_fn, **{f"{t}_attention_fn": fn for t, fn in fns.items()}}
         self.model_type = self.stored = None
-
-    def read_config(self, raw):
-        return self.cls.CONFIG.from_hf_dict(raw)
 
     def open(self, raw, files, config, source):
         view, config = super().open(raw, files, config, source)
@@ -201,7 +198,7 @@ def build_from_config(
 
 
 def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB", overwrite: bool = False) -> None:
-    """Write the transformers layout of `model.hf_architecture` as one atomic save (see `jimm.io.saved`)."""
+    """Write the transformers layout of `model.hf_architecture` as one atomic save (see `jimm.io.atomic_save`)."""
     from ...data.preprocess import ImageProcessorConfig
 
     classify = getattr(model, "do_classification", False)

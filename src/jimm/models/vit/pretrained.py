@@ -2,14 +2,13 @@
 
 Any supported layout (HF, timm, vit_jax / big_vision npz; see `formats/`) is presented under classic HF
 names, checked strictly against the ViT name table (`names.py`) and streamed onto the model's shardings
-(`jimm.models.loading`). Saving writes transformers' format through the atomic folder save (`jimm.io.save`).
+(`jimm.models.loading`). Saving writes transformers' format through the atomic folder save (`jimm.io.model_folder`).
 """
 
 from __future__ import annotations
 
 import logging
 
-from ...io.state import CheckpointMismatchError
 from ..loading import load
 from ..pretrained import BackboneFamily
 from ..pretrained import save_pretrained as save_family
@@ -99,8 +98,8 @@ DEFAULT_PREPROCESSOR = {
 
 
 def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB", overwrite: bool = False) -> None:
-    """Write transformers' ViT / DeiT format as one atomic save (see `jimm.io.saved`)."""
+    """Write transformers' ViT / DeiT format as one atomic save (see `jimm.io.atomic_save`)."""
     save_family(model, ViTFamily(), save_directory, max_shard_size=max_shard_size, overwrite=overwrite)
 
 
-__all__ = ["CheckpointMismatchError", "ViTFamily", "load_pretrained", "save_pretrained"]
+__all__ = ["ViTFamily", "load_pretrained", "save_pretrained"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....common.resample import resample_pos_embed
-from ....io.checkpoint import CheckpointSource
+from ....io.readers import CheckpointSource
 from ...views import to_foreign  # the public path docs/formats.md uses
 
 

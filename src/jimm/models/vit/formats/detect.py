@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ....io.checkpoint import CheckpointSource, PrefixStripped
 from ....io.files import ModelFiles
+from ....io.readers import CheckpointSource, PrefixStripped
 from ....io.resolve import CONFIG
 from ...views import ConvertedSource
 from ..config import ViTConfig

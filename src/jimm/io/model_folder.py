@@ -1,5 +1,5 @@
 """Write an HF-format model folder: safetensors weights (sharded past a size), JSON files and copied files,
-committed as one atomic save (`jimm.io.saved.FolderSave`). No model knowledge: families pass their tensors.
+committed as one atomic save (`jimm.io.atomic_save.FolderSave`). No model knowledge: families pass their tensors.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from .atomic_save import FolderSave
 from .resolve import SAFETENSORS, SAFETENSORS_INDEX
 from .safetensors import SAVE_ID_KEY, write_safetensors
-from .saved import FolderSave
 
 Tensor = tuple[str, tuple[int, ...], np.dtype, Callable[[], np.ndarray]]
 _SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
