@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 
+from ..loading import check_depth
 from ..views import ConvertedSource, Rule, concat_rows, same, split_rows
 from .config import PLAIN, REGISTERS, DINOv2Config, swiglu_hidden
 
@@ -189,6 +190,7 @@ def open_foreign(raw, config: DINOv2Config | None, source: str) -> tuple[Convert
             f"its config.json, or the torch-hub / timm layout ('{MARKER}', 'blocks.N.ls1.gamma')"
         )
     config = config or infer_config(entries, layout, source=source)
+    check_depth(entries, r"^blocks\.(\d+)\.", config.num_hidden_layers, source=source)  # before its rules
     with_mask = "mask_token" in entries
     return ConvertedSource(raw, rules(config, layout, with_mask_token=with_mask), format_name=layout), config
 

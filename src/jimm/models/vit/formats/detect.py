@@ -14,6 +14,7 @@ from pathlib import Path
 from ....io.files import ModelFiles
 from ....io.readers import CheckpointSource, PrefixStripped
 from ....io.resolve import CONFIG
+from ...loading import check_depth
 from ...views import ConvertedSource
 from ..config import ViTConfig
 from . import big_vision as bv
@@ -78,12 +79,15 @@ def open_layout(raw: CheckpointSource, files: ModelFiles, config: ViTConfig | st
     if fmt == "timm":
         entries = raw.entries()
         config = config or timm_format.infer_config(entries)
+        check_depth(entries, r"^blocks\.(\d+)\.", config.num_hidden_layers, source=source)  # before its rules
         rules = timm_format.rules(config, with_head=timm_format.has_head(entries))
         return ConvertedSource(raw, rules, format_name="timm"), config, fmt
     stripped = PrefixStripped(raw, bv.strip_prefix(raw.entries()))
     entries = stripped.entries()
     inferred, layout = bv.infer_config(entries)
     config = config or inferred
+    if not layout.get("scanned"):  # a scanned file stacks its blocks in one tensor each
+        check_depth(entries, r"^Transformer/encoderblock_(\d+)/", config.num_hidden_layers, source=source)
     rules = bv.rules(config, with_head="head/kernel" in entries, **layout)
     return ConvertedSource(stripped, rules, format_name="npz (vit_jax / big_vision)"), config, fmt
 
