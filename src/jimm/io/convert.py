@@ -8,7 +8,6 @@ and the destination is written as one atomic save (`jimm.io.atomic_save`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import ml_dtypes
 import numpy as np
 
 from .atomic_save import FolderSave
+from .files import read_json_object
 from .model_folder import parse_size, plan_shards, save_model_folder, write_json
 from .readers import open_checkpoint
 from .resolve import AUX_FILES, CONFIG, PYTORCH, resolve_model
@@ -53,12 +53,7 @@ def convert_checkpoint(
     if dst_path.exists() and dst_path.resolve() == src_path.resolve():
         raise ValueError("source and destination are the same folder; choose a new destination")
     resolved = resolve_model(src_path, prefer_pytorch=False)
-    try:
-        config = json.loads(resolved.config.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise ValueError(f"{resolved.config} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{resolved.config} does not hold a JSON object (an HF config)")
+    config = read_json_object(resolved.config_path)
     target = None if dtype is None else DTYPES[dtype]
     if target is not None:
         config["dtype"] = dtype

@@ -12,12 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .readers import CheckpointSource, open_checkpoint
-from .resolve import CONFIG, PREPROCESSOR, PYTORCH, SAFETENSORS, _resolve_local, local_lookup, resolve_model
+from .resolve import CONFIG, PYTORCH, SAFETENSORS, ModelFiles, _resolve_local, local_lookup, resolve_model
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".npz")
 
@@ -33,44 +31,6 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object; a config.json is a JSON object")
     return data
-
-
-def _no_files(name: str) -> None:
-    return None
-
-
-@dataclasses.dataclass
-class ModelFiles:
-    """A checkpoint's files: `weights`, `hf_config` (the parsed HF `config.json`, or None when there is none or
-    it has no `model_type`, as a timm folder's), `file(name)` for any other file (tokenizer, preprocessor)."""
-
-    source: str
-    weights: list[Path]
-    config_path: Path | None = None
-    hf_config: dict[str, Any] | None = None
-    lookup: Callable[[str], Path | None] = dataclasses.field(default=_no_files, repr=False)
-    opened: CheckpointSource | None = dataclasses.field(default=None, repr=False)
-
-    def __fspath__(self) -> str:
-        return self.source
-
-    def file(self, name: str) -> Path | None:
-        return self.lookup(name)
-
-    @property
-    def preprocessor(self) -> Path | None:
-        return self.lookup(PREPROCESSOR)
-
-    def header(self) -> CheckpointSource:
-        """The open checkpoint (its header read once): the one opened earlier, else a fresh one."""
-        if self.opened is None:
-            self.opened = open_checkpoint(self.weights)
-        return self.opened
-
-    def open_weights(self) -> CheckpointSource:
-        """The open checkpoint, handed over: the caller closes it."""
-        source, self.opened = self.header(), None
-        return source
 
 
 def _hf_config(path: Path | None) -> dict[str, Any] | None:
@@ -106,10 +66,9 @@ def locate(name_or_path, *, prefer_pytorch: bool = False, revision=None, token=N
                 return ModelFiles(text, npz)
             raise FileNotFoundError(f"{path} has no HF config.json and no single {SAFETENSORS}, {PYTORCH} or .npz file")
         resolved = _resolve_local(path, text, prefer_pytorch, True, lookup)
-        return ModelFiles(text, resolved.weights, resolved.config, hf, resolved.lookup)
+        return dataclasses.replace(resolved, hf_config=hf)
     resolved = resolve_model(text, prefer_pytorch=prefer_pytorch, revision=revision, token=token, cache_dir=cache_dir)
-    hf = _hf_config(resolved.config)
-    return ModelFiles(text, resolved.weights, resolved.config, hf, resolved.lookup)
+    return dataclasses.replace(resolved, hf_config=_hf_config(resolved.config_path))
 
 
 __all__ = ["WEIGHT_SUFFIXES", "ModelFiles", "locate", "read_json_object"]

@@ -12,8 +12,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .atomic_save import saved_files
+from .readers import CheckpointSource, open_checkpoint
 
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
@@ -34,14 +36,24 @@ AUX_FILES = (PREPROCESSOR, *TOKENIZER_FILES)
 """Files beside the weights that a model folder carries along (copied by `jimm convert`)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ResolvedModel:
-    """A model's files: `config.json`, the weight files, and `file(name)` for any other (tokenizer, ...)."""
+def _no_files(name: str) -> None:
+    return None
+
+
+@dataclasses.dataclass
+class ModelFiles:
+    """A model's files: `weights`, `config_path` and (once parsed, `jimm.io.files.locate`) `hf_config`, the HF
+    `config.json` (None when absent or without `model_type`, as a timm folder's); `file(name)` for any other."""
 
     source: str
-    config: Path | None
     weights: list[Path]
-    lookup: Callable[[str], Path | None] = dataclasses.field(repr=False)
+    config_path: Path | None = None
+    hf_config: dict[str, Any] | None = None
+    lookup: Callable[[str], Path | None] = dataclasses.field(default=_no_files, repr=False)
+    opened: CheckpointSource | None = dataclasses.field(default=None, repr=False)
+
+    def __fspath__(self) -> str:
+        return self.source
 
     def file(self, name: str) -> Path | None:
         return self.lookup(name)
@@ -49,6 +61,17 @@ class ResolvedModel:
     @property
     def preprocessor(self) -> Path | None:
         return self.lookup(PREPROCESSOR)
+
+    def header(self) -> CheckpointSource:
+        """The open checkpoint (its header read once): the one opened earlier, else a fresh one."""
+        if self.opened is None:
+            self.opened = open_checkpoint(self.weights)
+        return self.opened
+
+    def open_weights(self) -> CheckpointSource:
+        """The open checkpoint, handed over: the caller closes it."""
+        source, self.opened = self.header(), None
+        return source
 
 
 def weight_candidates(prefer_pytorch: bool) -> list[str]:
@@ -101,7 +124,7 @@ def resolve_model(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     need_config: bool = True,
-) -> ResolvedModel:
+) -> ModelFiles:
     """Find `config.json` and the weight files for a model folder or hub repo id."""
     text = os.fspath(name_or_path)
     path = Path(os.path.expanduser(text))
@@ -134,7 +157,7 @@ def local_lookup(root: Path) -> Callable[[str], Path | None]:
 
 def _resolve_local(
     root: Path, text: str, prefer_pytorch: bool, need_config: bool, lookup: Callable[[str], Path | None] | None = None
-) -> ResolvedModel:
+) -> ModelFiles:
     lookup = lookup or local_lookup(root)
     config = lookup(CONFIG)
     if config is None and need_config:
@@ -143,11 +166,11 @@ def _resolve_local(
         found = lookup(name)
         if found is not None:
             weights = read_index(found, lookup) if name.endswith(".index.json") else [found]
-            return ResolvedModel(text, config, weights, lookup)
+            return ModelFiles(text, weights, config, lookup=lookup)
     raise FileNotFoundError(f"{text} has no weights: looked for {', '.join(weight_candidates(prefer_pytorch))}")
 
 
-def _resolve_hub(repo_id: str, prefer_pytorch: bool, need_config: bool, **hub_kwargs) -> ResolvedModel:
+def _resolve_hub(repo_id: str, prefer_pytorch: bool, need_config: bool, **hub_kwargs) -> ModelFiles:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -176,7 +199,7 @@ def _resolve_hub(repo_id: str, prefer_pytorch: bool, need_config: bool, **hub_kw
         if found is None:
             continue
         weights = read_index(found, download) if name.endswith(".index.json") else [found]
-        return ResolvedModel(repo_id, config, weights, download)
+        return ModelFiles(repo_id, weights, config, lookup=download)
     raise FileNotFoundError(
         f"hub repo {repo_id!r} has no weights: looked for {', '.join(weight_candidates(prefer_pytorch))}"
     )

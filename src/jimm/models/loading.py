@@ -267,7 +267,7 @@ def load(
         fresh = plugin.fresh(config, entries, foreign=files.hf_config is None)
         table = plugin.name_table(config, entries, with_head=plan.from_checkpoint)
         table = [slot for slot in permute_rows(table, plugin.head_modules, plan.order) if slot.param not in fresh]
-        if not plan.from_checkpoint and plugin.head_tensors:
+        if plugin.head_modules and not plan.from_checkpoint:
             ignored |= {name for name in entries if name.startswith(plugin.head_tensors)}
         new_head = plan.do_classification and not plan.from_checkpoint
 
