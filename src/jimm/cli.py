@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from flax import nnx
 
     from .data.preprocess import ImageProcessorConfig
-    from .models.registry import image_classifier_class
+    from .models.registry import image_classifier
     from .models.vit import VisionTransformer
     from .train.config import TrainConfig, parse_size
     from .train.trainer import train
@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise ValueError(
                 "--image-size and --dropout apply to --model (from scratch); --from keeps the checkpoint's"
             )
-        model = image_classifier_class(args.from_model).from_pretrained(  # CLIP / SigLIP: the vision tower
+        model = image_classifier(  # CLIP / SigLIP: the vision tower
             args.from_model, id2label=labels, dtype=dtype, rngs=nnx.Rngs(args.seed), sharding=None
         )
         processor = ImageProcessorConfig.for_model(model)

@@ -103,15 +103,31 @@ def model_class(name_or_path: str | os.PathLike, **locate_kwargs) -> type:
     return cls
 
 
+def _as_classifier(cls: type, source) -> type:
+    cls = getattr(cls, "vision_class", cls)
+    if "vision" not in getattr(cls, "TOWERS", ("vision",)):
+        raise ValueError(f"{source} is a text model ({cls.__name__}); it has no image tower to classify with")
+    return cls
+
+
 def image_classifier_class(name_or_path: str | os.PathLike, **hub_kwargs) -> type:
     """The class that fine-tunes `name_or_path` as an image classifier: the checkpoint's own class, or the vision
     model of an image-text checkpoint (`jimm.CLIP` -> `jimm.CLIPVisionModel`, whose head saves as transformers'
     `CLIPForImageClassification`)."""
-    cls = model_class(name_or_path, **hub_kwargs)
-    cls = getattr(cls, "vision_class", cls)
-    if "vision" not in getattr(cls, "TOWERS", ("vision",)):
-        raise ValueError(f"{name_or_path} is a text model ({cls.__name__}); it has no image tower to classify with")
-    return cls
+    return _as_classifier(model_class(name_or_path, **hub_kwargs), name_or_path)
+
+
+def _load(name_or_path, kwargs: dict[str, Any], pick=None):
+    """`pick(class, source)`'s `from_pretrained`, given the files found (and config parsed) once."""
+    hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
+    prefer = {"prefer_pytorch": kwargs["use_pytorch"]} if kwargs.get("use_pytorch") else {}
+    cls, files = locate_class(name_or_path, **hub, **prefer)
+    try:
+        cls = pick(cls, name_or_path) if pick is not None else cls
+        return cls.from_pretrained(files, **kwargs)
+    finally:
+        if files.opened is not None:  # the class's loader did not take the open checkpoint (an argument error)
+            files.open_weights().close()
 
 
 def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
@@ -119,14 +135,12 @@ def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
 
     Keyword arguments go to that class's `from_pretrained` (e.g. `dtype=`, `sharding=`, `num_classes=`).
     """
-    hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
-    prefer = {"prefer_pytorch": kwargs["use_pytorch"]} if kwargs.get("use_pytorch") else {}
-    cls, files = locate_class(name_or_path, **hub, **prefer)
-    try:
-        return cls.from_pretrained(files, **kwargs)
-    finally:
-        if files.opened is not None:  # the class's loader did not take the open checkpoint (an argument error)
-            files.open_weights().close()
+    return _load(name_or_path, kwargs)
+
+
+def image_classifier(name_or_path: str | os.PathLike, **kwargs: Any):
+    """Load `name_or_path` with `image_classifier_class`'s class (an image-text checkpoint's vision model)."""
+    return _load(name_or_path, kwargs, _as_classifier)
 
 
 __all__ = [
@@ -134,6 +148,7 @@ __all__ = [
     "LAYOUTS",
     "MODEL_TYPES",
     "from_pretrained",
+    "image_classifier",
     "image_classifier_class",
     "locate_class",
     "model_class",
