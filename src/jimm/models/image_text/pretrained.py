@@ -77,7 +77,7 @@ class ImageTextFamily(Plugin):
             self.attention = {"attention_fn": fns[self.towers[0]] or attention_fn}
         else:
             self.attention = {"attention_fn": attention_fn, **{f"{t}_attention_fn": fn for t, fn in fns.items()}}
-        self.model_type = self.stored = None
+        self.model_type, self.stored, self.flags = None, set(), {}
 
     def open(self, raw, files, config, source):
         view, config = super().open(raw, files, config, source)
