@@ -88,8 +88,8 @@ class ViTConfig(PatchGridConfig):
         if not self.layer_norm_eps > 0:
             raise ValueError(f"ViTConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         for (img, patch), axis in zip(zip(self.image_hw, self.patch_hw, strict=True), ("height", "width"), strict=True):
-            if patch <= 0 or img <= 0 or img % patch:
-                raise ValueError(f"ViTConfig image {axis} {img} is not a positive multiple of the patch {axis} {patch}")
+            if patch <= 0 or img < patch:  # not a multiple is fine: the grid is the whole patches (transformers)
+                raise ValueError(f"ViTConfig image {axis} {img} is smaller than one patch ({axis} {patch})")
         if self.global_pool not in GLOBAL_POOLS:
             raise ValueError(
                 f"ViTConfig.global_pool={self.global_pool!r} is not supported; choose one of {GLOBAL_POOLS}"
