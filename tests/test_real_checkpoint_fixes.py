@@ -8,6 +8,8 @@ patch 14: a 27 x 27 grid, 6 pixels dropped). Its `interpolate_pos_encoding=True`
 
 from __future__ import annotations
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -152,3 +154,61 @@ def test_siglip_so400m_patch14_384_at_real_widths(tmp_path):
     assert ref.last_hidden_state.shape[1] == 729
     np.testing.assert_allclose(np.asarray(features), ref.last_hidden_state.numpy(), atol=ATOL, rtol=0)
     np.testing.assert_allclose(np.asarray(pooled), ref.pooler_output.numpy(), atol=ATOL, rtol=0)
+
+
+# -- a checkpoint without the tensors only masked-image training reads ----------------------------------------------
+
+
+def build_dinov2_classifier():
+    config = T.Dinov2Config(hidden_size=15, num_hidden_layers=1, num_attention_heads=3, mlp_ratio=3, image_size=21,
+                            patch_size=3, num_labels=4)  # fmt: skip
+    return perturbed(T.Dinov2ForImageClassification(config))
+
+
+MASKLESS = {  # name: (builder, the mask token's name in the checkpoint, the HF class that reloads it)
+    "dinov2": (build_dinov2, "embeddings.mask_token", T.Dinov2Model),
+    "dinov2_classifier": (build_dinov2_classifier, "dinov2.embeddings.mask_token", T.Dinov2ForImageClassification),
+    "dinov3": (build_dinov3, "embeddings.mask_token", T.DINOv3ViTModel),
+}
+
+
+def drop_tensors(folder, *names):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    for name in names:
+        del tensors[name]
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("name", MASKLESS)
+def test_a_checkpoint_without_its_mask_token_loads_with_one_warning(tmp_path, caplog, name):
+    from jimm.io.state import CheckpointMismatchError
+
+    quiet_transformers()
+    builder, mask, hf_class = MASKLESS[name]
+    torch.manual_seed(0)
+    hf = builder()
+    assert hf.state_dict()[mask].abs().sum() > 0  # perturbed: a loader that kept it would not give zeros
+    hf.save_pretrained(tmp_path)
+    drop_tensors(tmp_path, mask)
+    reloaded = hf_class.from_pretrained(tmp_path).eval()  # transformers loads it too, with its init for the token
+    with caplog.at_level("WARNING", logger="jimm"):
+        model = jimm.from_pretrained(tmp_path, param_dtype=jnp.float32)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and mask in warnings[0] and "masked-image" in warnings[0], warnings
+    theirs = reloaded.state_dict()[mask].numpy()
+    np.testing.assert_array_equal(np.asarray(model.encoder.mask_token[...]).reshape(theirs.shape), theirs)
+    assert not theirs.any()  # transformers' init: zeros
+    x = images(batch=2, size=hf.config.image_size, seed=3)
+    with torch.no_grad():
+        ref = reloaded(to_torch(x))
+    expected = ref.logits if model.do_classification else ref.pooler_output
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))), expected.numpy(), atol=ATOL, rtol=0)
+    bf16 = jimm.from_pretrained(tmp_path, param_dtype=jnp.bfloat16)
+    assert bf16.encoder.mask_token.dtype == jnp.bfloat16  # the fresh token takes the model's param_dtype
+    # any other missing tensor stays a strict error, and the mask token is not among the problems
+    norm = next(n for n in hf.state_dict() if re.fullmatch(r"(dinov2\.)?(layernorm|norm)\.weight", n))  # the final one
+    drop_tensors(tmp_path, norm)
+    with pytest.raises(CheckpointMismatchError, match=rf"1 missing tensor\(s\):\n    {norm}$"):
+        jimm.from_pretrained(tmp_path)

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,36 @@ def permute_rows(table: Sequence[Slot], names: Iterable[str], order: list[int] |
     ]
 
 
+def absent_masked_image_only(
+    table: Sequence[Slot],
+    entries: Iterable[str],
+    inits: Mapping[str, Callable[[tuple[int, ...]], np.ndarray]],
+    *,
+    prefix: str,
+    source: str,
+) -> dict[tuple, np.ndarray]:
+    """Fresh values for the tensors of `table` that only masked-image training reads and the checkpoint lacks.
+
+    `inits` maps such a tensor's name (without the head `prefix`) to transformers' initialiser for it, given its
+    checkpoint shape. Every other missing tensor stays a strict error (`check_tensors`); these load with one
+    warning naming them, as transformers does (a mask token dropped by an exported graph, say).
+    """
+    entries = set(entries)
+    fresh, names = {}, []
+    for slot in table:
+        name = slot.name[len(prefix) :] if slot.name.startswith(prefix) else slot.name
+        if name in inits and slot.name not in entries and slot.index == ():
+            fresh[slot.param] = slot.to_jimm(inits[name](slot.shape))
+            names.append(slot.name)
+    if names:
+        logger.warning(
+            "%s has no %s, which only masked-image training uses: initialised as transformers does",
+            source,
+            ", ".join(names),
+        )
+    return fresh
+
+
 def fresh_params_of(module: nnx.Module, prefix: tuple[str, ...]) -> dict[tuple, np.ndarray]:
     """`{path: value}` of a small, eagerly built module's parameters, re-homed under `prefix` (a new head)."""
     return {(*prefix, *path): v.get_value() for path, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
@@ -202,12 +232,14 @@ def load_model(
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     if fresh_params is not None:
         for path, value in fresh_params(rngs).items():
-            filled[path] = variables[path].replace(value=place_on_mesh(np.asarray(value), variables[path]))
+            host = np.asarray(value, dtype=variables[path].get_value().dtype)  # the model's param_dtype
+            filled[path] = variables[path].replace(value=place_on_mesh(host, variables[path]))
     filled.update(fresh_rng_state(variables, rngs))
     return assemble(graphdef, variables, filled)
 
 
 __all__ = [
+    "absent_masked_image_only",
     "check_depth",
     "decide_head",
     "fresh_params_of",

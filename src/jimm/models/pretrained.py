@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from flax import nnx
@@ -21,7 +22,7 @@ from ..io.checkpoint import CheckpointSource, open_checkpoint
 from ..io.resolve import CONFIG, PREPROCESSOR
 from ..io.save import save_model_folder
 from ..io.state import Slot, tensors_to_save
-from .loading import decide_head, fresh_params_of, load_model, locate
+from .loading import absent_masked_image_only, decide_head, fresh_params_of, load_model, locate
 from .registry import read_json_object
 from .views import Renamed
 
@@ -35,6 +36,9 @@ class Family:
     label: str = "jimm model"  # for messages: the class users call
     config_class: type = object  # the family's config dataclass
     layers: tuple[tuple[str, ...], ...] = (("encoder", "blocks", "layers"),)
+    # Tensors only masked-image training reads (unprefixed name -> transformers' init given the shape): a checkpoint
+    # may lack them (`loading.absent_masked_image_only`).
+    masked_image_only: Mapping[str, Callable[[tuple[int, ...]], Any]] = MappingProxyType({})
 
     def read_config(self, raw: dict[str, Any]):
         raise NotImplementedError
@@ -140,6 +144,8 @@ def load_pretrained(
         family.check(config, entries, source)
         fresh = family.fresh(config, entries, foreign=hf_config is None)
         table = family.name_table(config, prefix=prefix, with_head=from_checkpoint, entries=entries)
+        table = [slot for slot in table if slot.param not in fresh]
+        fresh |= absent_masked_image_only(table, entries, family.masked_image_only, prefix=prefix, source=source)
         table = [slot for slot in table if slot.param not in fresh]
         ignored = family.ignored(config, entries)
         if not from_checkpoint:

@@ -9,7 +9,7 @@ import numpy as np
 from ..pretrained import IMAGENET_MEAN, IMAGENET_STD, Family
 from . import formats
 from .config import REGISTERS, DINOv2Config
-from .names import classic_name, has_split_swiglu, model_prefix, name_table
+from .names import MASKED_IMAGE_ONLY, classic_name, has_split_swiglu, model_prefix, name_table
 
 SWIGLU_IN = ".mlp.weights_in.weight"
 
@@ -17,6 +17,7 @@ SWIGLU_IN = ".mlp.weights_in.weight"
 class DINOv2Family(Family):
     label = "jimm.DINOv2Model"
     config_class = DINOv2Config
+    masked_image_only = MASKED_IMAGE_ONLY
 
     def read_config(self, raw: dict[str, Any]) -> DINOv2Config:
         return DINOv2Config.from_hf_dict(raw)

@@ -8,12 +8,13 @@ import numpy as np
 
 from ..pretrained import IMAGENET_MEAN, IMAGENET_STD, Family
 from .config import DINOv3Config
-from .names import EMPTY_REGISTERS, classic_name, name_table
+from .names import EMPTY_REGISTERS, MASKED_IMAGE_ONLY, classic_name, name_table
 
 
 class DINOv3Family(Family):
     label = "jimm.DINOv3Model"
     config_class = DINOv3Config
+    masked_image_only = MASKED_IMAGE_ONLY
 
     def read_config(self, raw: dict[str, Any]) -> DINOv3Config:
         return DINOv3Config.from_hf_dict(raw)
