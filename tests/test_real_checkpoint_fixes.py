@@ -212,3 +212,91 @@ def test_a_checkpoint_without_its_mask_token_loads_with_one_warning(tmp_path, ca
     drop_tensors(tmp_path, norm)
     with pytest.raises(CheckpointMismatchError, match=rf"1 missing tensor\(s\):\n    {norm}$"):
         jimm.from_pretrained(tmp_path)
+
+
+# -- transformers' ViTModel: its pooler, honoured from `architectures` -----------------------------------------------
+
+
+def params_count(model) -> int:
+    return sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
+
+
+def torch_count(cls, config) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in cls(config).parameters())
+
+
+VIT_H_IN21K = dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120,
+                   image_size=224, patch_size=14, architectures=["ViTModel"])  # fmt: skip
+
+
+def test_vitmodel_configs_build_the_pooler_and_count_as_transformers():
+    """google/vit-huge-patch14-224-in21k's config: the pooler and no classifier (today's 2-class head is gone)."""
+    config = T.ViTConfig(**VIT_H_IN21K)
+    model = nnx.eval_shape(lambda: jimm.VisionTransformer.from_config(config.to_dict(), sharding=None))
+    assert not model.do_classification and not hasattr(model, "classifier")
+    assert model.pooler.kernel.shape == (1280, 1280)
+    assert params_count(model) == torch_count(T.ViTModel, config) == 632_404_480
+    classifier = T.ViTConfig(**{**VIT_H_IN21K, "architectures": ["ViTForImageClassification"], "num_labels": 21843})
+    for explicit in ({}, {"do_classification": True}):  # a classifier config, or ViTModel's asked for a classifier
+        hf_config = (classifier if not explicit else config).to_dict()
+        built = nnx.eval_shape(lambda c=hf_config, e=explicit: jimm.VisionTransformer.from_config(c, **e))
+        assert built.do_classification and built.pooler is None
+        assert params_count(built) == torch_count(T.ViTForImageClassification, T.ViTConfig(**hf_config))
+    # the original jimm constructor: a classifier by default, features (no pooler) with do_classification=False
+    small = dict(img_size=12, patch_size=4, num_layers=1, num_heads=2, mlp_dim=8, hidden_size=8)
+    assert nnx.eval_shape(lambda: jimm.VisionTransformer(num_classes=3, **small)).classifier.kernel.shape == (8, 3)
+    headless = nnx.eval_shape(lambda: jimm.VisionTransformer(do_classification=False, **small))
+    assert headless.pooler is None and not hasattr(headless, "classifier")
+
+
+def check_vitmodel(hf, folder, x, atol=ATOL):
+    """jimm's outputs of a transformers ViTModel / DeiTModel checkpoint, and its save reloading in transformers."""
+    hf.save_pretrained(folder / "hf")
+    model = jimm.from_pretrained(folder / "hf")
+    assert isinstance(model, jimm.VisionTransformer) and not model.do_classification and model.pooler is not None
+    with torch.no_grad():
+        ref = hf(to_torch(x))
+    features, pooled = run(model, [jnp.asarray(x)])[0]
+    np.testing.assert_allclose(np.asarray(features), ref.last_hidden_state.numpy(), atol=atol, rtol=0)
+    np.testing.assert_allclose(np.asarray(pooled), ref.pooler_output.numpy(), atol=atol, rtol=0)
+    if not model.config.distilled:  # pre-logits: the class token before the pooler (DeiT: the class-distil mean)
+        cls_token = model.forward_head(features, pre_logits=True)
+        np.testing.assert_allclose(np.asarray(cls_token), ref.last_hidden_state[:, 0].numpy(), atol=atol, rtol=0)
+    model.save_pretrained(folder / "ours")
+    reloaded, info = type(hf).from_pretrained(folder / "ours", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert reloaded.config.architectures == hf.config.architectures
+    for name, tensor in hf.state_dict().items():
+        np.testing.assert_array_equal(reloaded.state_dict()[name].numpy(), tensor.numpy(), err_msg=name)
+    return model
+
+
+@pytest.mark.parametrize(
+    "cls,fields",
+    [
+        (T.ViTModel, {}),
+        (T.ViTModel, {"pooler_output_size": 11, "pooler_act": "relu"}),
+        (T.DeiTModel, {}),
+    ],
+)
+def test_vitmodel_checkpoints_give_transformers_pooler_output(tmp_path, cls, fields):
+    quiet_transformers()
+    torch.manual_seed(1)
+    config_cls = T.DeiTConfig if cls is T.DeiTModel else T.ViTConfig
+    tiny = dict(hidden_size=15, num_hidden_layers=2, num_attention_heads=3, intermediate_size=7, image_size=33,
+                patch_size=3)  # fmt: skip
+    hf = perturbed(cls(config_cls(**tiny, **fields)))
+    model = check_vitmodel(hf, tmp_path, images(batch=2, size=33, seed=2))
+    assert model.pooler.kernel.shape == (15, fields.get("pooler_output_size", 15))
+    # a new classifier on it (fine-tuning an in21k backbone): transformers' ViTForImageClassification, no pooler
+    tuned = jimm.VisionTransformer.from_pretrained(tmp_path / "hf", num_classes=3)
+    assert tuned.do_classification and tuned.pooler is None and not tuned.config.add_pooling_layer
+
+
+def test_vit_huge_in21k_at_real_widths(tmp_path):
+    """google/vit-huge-patch14-224-in21k with 2 of its 32 layers: features and pooler_output, saved and reloaded."""
+    quiet_transformers()
+    torch.manual_seed(2)
+    hf = perturb(T.ViTModel(T.ViTConfig(**{**VIT_H_IN21K, "num_hidden_layers": 2})), 4)
+    check_vitmodel(hf, tmp_path, images(batch=1, size=224, seed=5))

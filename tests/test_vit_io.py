@@ -84,13 +84,13 @@ def test_headless_model_saves_as_vitmodel(tmp_path):
     hf.save_pretrained(tmp_path / "hf")
     model = jimm.VisionTransformer.from_pretrained(tmp_path / "hf")
     model.save_pretrained(tmp_path / "ours")
-    reloaded, info = ViTModel.from_pretrained(tmp_path / "ours", add_pooling_layer=False, output_loading_info=True)
+    reloaded, info = ViTModel.from_pretrained(tmp_path / "ours", output_loading_info=True)  # with its pooler
     assert not info["missing_keys"] and not info["unexpected_keys"]
     x = images()
     with torch.no_grad():
-        ref = hf(to_torch(x)).last_hidden_state.numpy()
-        got = reloaded(to_torch(x)).last_hidden_state.numpy()
-    np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0)
+        ref, got = hf(to_torch(x)), reloaded(to_torch(x))
+    np.testing.assert_allclose(got.last_hidden_state.numpy(), ref.last_hidden_state.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(got.pooler_output.numpy(), ref.pooler_output.numpy(), atol=ATOL, rtol=0)
 
 
 def test_sharded_save_and_load(tmp_path, hf, saved):

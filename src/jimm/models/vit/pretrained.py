@@ -80,16 +80,19 @@ def load_pretrained(
             do_classification=do_classification,
             source=source,
         )
+        has_pooler = any(POOLER.match(name) for name in entries)
+        if config.add_pooling_layer and (do_classification or not has_pooler):  # a classifier, or a pooler-less save
+            config = config.replace(add_pooling_layer=False)
         table = name_table(config, prefix=prefix, with_head=head_from_checkpoint)
         if head_from_checkpoint:
             heads = [s.name for s in table if s.param[0] in ("classifier", "classifier_dist")]
             table = permute_rows(table, heads, head_permutation(stored_labels, config.id2label))
-        ignored = {name for name in entries if POOLER.match(name)}
+        ignored = set() if config.add_pooling_layer else {name for name in entries if POOLER.match(name)}
         if not head_from_checkpoint:
             heads = ("classifier.", "cls_classifier.", "distillation_classifier.")
             ignored |= {name for name in entries if name.startswith(heads)}
-        if any(POOLER.match(name) for name in entries):
-            logger.info("%s: skipped ViTModel's pooler (dense+tanh), which VisionTransformer does not use", source)
+        if has_pooler and not config.add_pooling_layer:
+            logger.info("%s: skipped ViTModel's pooler (dense+tanh): this model is not a ViTModel", source)
 
         def new_heads(model_rngs: nnx.Rngs) -> dict:
             out = {}
