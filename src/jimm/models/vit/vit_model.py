@@ -47,7 +47,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         use_quick_gelu: bool = False,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
-        do_classification: bool | None = None,
+        do_classification: bool | None = True,
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
@@ -77,9 +77,9 @@ class VisionTransformer(VisionFeatures, nnx.Module):
             use_quick_gelu: Use quick GELU (`x * sigmoid(1.702 x)`); ignored when `hidden_act` is given.
             use_gradient_checkpointing: Rematerialise each block in the backward pass.
             attention_fn: Attention kernel `fn(q, k, v, *, mask=None, bias=None)`; None is jax.nn's XLA path.
-            do_classification: Include the classifier; otherwise return the pooled class token (or, for a `ViTModel`
-                config, `config.add_pooling_layer`, its pooler output). None: a classifier unless the config is a
-                `ViTModel`'s; True on a `ViTModel` config builds `ViTForImageClassification` (no pooler).
+            do_classification: Include the classifier (transformers' `ViTForImageClassification`, no pooler);
+                otherwise return the pooled class token, or for a `ViTModel` config (`config.add_pooling_layer`) its
+                pooler output. None: follow the config (`from_config`'s default).
             rngs: Random streams for init (`params`) and dropout (`dropout`); None means `nnx.Rngs(0)`.
             dtype: Computation dtype.
             param_dtype: Parameter dtype.
