@@ -192,7 +192,7 @@ def absent_masked_image_only(
         if name in inits and slot.name not in entries and slot.index == ():
             fresh[slot.param] = slot.to_jimm(inits[name](slot.shape))
             names.append(slot.name)
-    if names:
+    if names and all(slot.name in entries for slot in table if slot.param not in fresh):  # else a strict error follows
         logger.warning(
             "%s has no %s, which only masked-image training uses: initialised as transformers does",
             source,
