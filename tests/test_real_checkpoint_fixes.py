@@ -302,3 +302,11 @@ def test_vit_huge_in21k_at_real_widths(tmp_path):
     torch.manual_seed(2)
     hf = perturb(T.ViTModel(T.ViTConfig(**{**VIT_H_IN21K, "num_hidden_layers": 2})), 4)
     check_vitmodel(hf, tmp_path, images(batch=1, size=224, seed=5))
+
+
+def test_vit_config_round_trips_with_the_pooler_fields():
+    for fields in (VIT_H_IN21K, {**VIT_H_IN21K, "architectures": ["ViTForImageClassification"], "pooler_act": "relu"}):
+        config = jimm.ViTConfig.from_hf_dict(T.ViTConfig(**fields).to_dict())
+        assert config.add_pooling_layer == (fields["architectures"] == ["ViTModel"])
+        architecture = fields["architectures"][0]
+        assert jimm.ViTConfig.from_hf_dict(config.to_hf_dict(architecture=architecture)) == config

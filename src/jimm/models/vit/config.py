@@ -217,8 +217,11 @@ class ViTConfig(PatchGridConfig):
                 continue  # keep a plain model's config.json identical to transformers'
             value = getattr(self, field.name)
             out[field.name] = list(value) if isinstance(value, tuple) else value
-        if self.add_pooling_layer:  # transformers writes both always; other jimm configs stay as they were
-            out |= {"pooler_output_size": self.pooler_size, "pooler_act": self.pooler_act}
+        # transformers writes both always; a jimm config only when it has the pooler or they were set (round trip)
+        if self.add_pooling_layer or self.pooler_output_size is not None:
+            out["pooler_output_size"] = self.pooler_size
+        if self.add_pooling_layer or self.pooler_act != "tanh":
+            out["pooler_act"] = self.pooler_act
         out |= write_labels(self.labels)
         out["encoder_stride"] = self.patch_hw[0]
         out["initializer_range"] = 0.02
