@@ -349,8 +349,9 @@ def test_constructor_arguments_and_bad_sizes():
     assert run(jnp.zeros((2, 15, 9, 3)), **registers).shape == (2, 4)
     assert run(jnp.zeros((1, 9, 9, 3)), pre_logits=True, **registers).shape == (1, 30)  # [CLS, mean(patches)]
     assert run(jnp.zeros((1, 9, 9, 3))).shape == (1, 15)  # the class token
-    with pytest.raises(ValueError, match="not a positive multiple of the patch size 3x3"):
-        run(jnp.zeros((1, 20, 21, 3)))
+    assert run(jnp.zeros((1, 20, 21, 3))).shape == (1, 15)  # not a multiple: the whole 6 x 7 patches
+    with pytest.raises(ValueError, match="2x21 is smaller than one patch"):
+        run(jnp.zeros((1, 2, 21, 3)))
     hf_config = T.Dinov2WithRegistersConfig(
         **TINY, num_labels=3, architectures=["Dinov2WithRegistersForImageClassification"]
     )

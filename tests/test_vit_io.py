@@ -84,13 +84,13 @@ def test_headless_model_saves_as_vitmodel(tmp_path):
     hf.save_pretrained(tmp_path / "hf")
     model = jimm.VisionTransformer.from_pretrained(tmp_path / "hf")
     model.save_pretrained(tmp_path / "ours")
-    reloaded, info = ViTModel.from_pretrained(tmp_path / "ours", add_pooling_layer=False, output_loading_info=True)
+    reloaded, info = ViTModel.from_pretrained(tmp_path / "ours", output_loading_info=True)  # with its pooler
     assert not info["missing_keys"] and not info["unexpected_keys"]
     x = images()
     with torch.no_grad():
-        ref = hf(to_torch(x)).last_hidden_state.numpy()
-        got = reloaded(to_torch(x)).last_hidden_state.numpy()
-    np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0)
+        ref, got = hf(to_torch(x)), reloaded(to_torch(x))
+    np.testing.assert_allclose(got.last_hidden_state.numpy(), ref.last_hidden_state.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(got.pooler_output.numpy(), ref.pooler_output.numpy(), atol=ATOL, rtol=0)
 
 
 def test_sharded_save_and_load(tmp_path, hf, saved):
@@ -309,7 +309,7 @@ def test_bad_configs(tmp_path, saved):
         ({"rope_theta": 10000.0}, "rope_theta=10000.0 (unknown field)"),
         ({"model_type": "swin"}, "model_type='swin'"),
         ({"model_type": "deit"}, "1 missing tensor(s):\n    vit.embeddings.distillation_token"),
-        ({"image_size": 32}, "image height 32 is not a positive multiple of the patch height 3"),
+        ({"image_size": 2}, "image height 2 is smaller than one patch (height 3)"),
     ):
         config_path.write_text(json.dumps({**good, **change}))
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -328,8 +328,9 @@ def test_bad_images_get_clear_errors():
         model(jnp.zeros((12, 12, 3)))
     with pytest.raises(ValueError, match="NCHW input"):
         model(jnp.zeros((1, 3, 12, 12)))
-    with pytest.raises(ValueError, match="image size 13x12 is not a positive multiple of the patch size 4x4"):
-        model(jnp.zeros((1, 13, 12, 3)))
+    with pytest.raises(ValueError, match=r"image size 3x12 is smaller than one patch \(4x4\)"):
+        model(jnp.zeros((1, 3, 12, 3)))
+    assert model(jnp.zeros((1, 13, 12, 3))).shape == (1, 3)  # not a multiple: the whole 3 x 3 patches
     assert model(jnp.zeros((1, 16, 20, 3))).shape == (1, 3)  # any multiple of the patch: pos-embed resampled
 
 

@@ -71,14 +71,16 @@ def jax_leaves(tree):
     return jax.tree.leaves(tree)
 
 
-def test_pooled_output_equals_vitmodel_cls_token(tmp_path):
+def test_pooled_output_equals_vitmodel_pooler_output(tmp_path):
     hf = hf_model(headless=True)
     model = load(tmp_path, hf)
     assert not model.do_classification
     x = images()
     with torch.no_grad():
-        ref = hf(to_torch(x)).last_hidden_state[:, 0].numpy()
-    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))), ref, atol=ATOL, rtol=0)
+        ref = hf(to_torch(x))
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))), ref.pooler_output.numpy(), atol=ATOL, rtol=0)
+    cls_token = model.forward_head(model.forward_features(jnp.asarray(x)), pre_logits=True)
+    np.testing.assert_allclose(np.asarray(cls_token), ref.last_hidden_state[:, 0].numpy(), atol=ATOL, rtol=0)
 
 
 def test_from_config_honours_every_field_and_starts_in_eval_mode():

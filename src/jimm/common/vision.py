@@ -116,11 +116,11 @@ class VisionTowerConfig:
         for ok, problem in checks:
             if not ok:
                 raise ValueError(f"VisionTowerConfig: {problem}")
+        # transformers' (and big_vision's VALID) patch conv takes the whole patches only: 384 px at patch 14 is a
+        # 27 x 27 grid, the last 6 pixels dropped. Less than one patch is what the conv refuses.
         for (img, patch), axis in zip(zip(self.image_size, self.patch_size, strict=True), "hw", strict=True):
-            if patch <= 0 or img <= 0 or img % patch:
-                raise ValueError(
-                    f"VisionTowerConfig: image {axis} {img} is not a positive multiple of the patch {patch}"
-                )
+            if patch <= 0 or img < patch:
+                raise ValueError(f"VisionTowerConfig: image {axis} {img} is smaller than one patch ({patch})")
 
     @property
     def grid_hw(self) -> tuple[int, int]:
@@ -206,6 +206,8 @@ class PatchEmbed(nnx.Module):
         b, h, w, c = x.shape
         ph, pw = self.patch_hw
         gh, gw = h // ph, w // pw
+        if (h, w) != (gh * ph, gw * pw):  # a VALID conv: pixels past the last whole patch are not read
+            x = x[:, : gh * ph, : gw * pw]
         patches = reshape_batched(x, (b, gh, ph, gw, pw, c)).transpose(0, 1, 3, 2, 4, 5)
         patches = reshape_batched(patches, (b, gh * gw, ph * pw * c))
         kernel = self.kernel[...].reshape(ph * pw * c, -1).astype(self.dtype)
@@ -329,12 +331,9 @@ class VisionTower(nnx.Module):
             hint = " (NCHW input? jimm takes NHWC: use x.transpose(0, 2, 3, 1))" if x.shape[1] == c.num_channels else ""
             raise ValueError(f"expected {c.num_channels} channels in the last axis, got shape {tuple(x.shape)}{hint}")
         (h, w), (ph, pw) = x.shape[1:3], c.patch_size
-        if h < ph or w < pw or h % ph or w % pw:
-            raise ValueError(
-                f"image size {h}x{w} is not a positive multiple of the patch size {ph}x{pw}; "
-                f"resize or crop to a multiple (e.g. {max(ph, h // ph * ph)}x{max(pw, w // pw * pw)})"
-            )
-        return h // ph, w // pw
+        if h < ph or w < pw:  # transformers' patch conv refuses it too
+            raise ValueError(f"image size {h}x{w} is smaller than one patch ({ph}x{pw}); resize to at least {ph}x{pw}")
+        return h // ph, w // pw  # whole patches only: trailing rows / columns are dropped, as transformers does
 
     def pos_embed_for(self, grid_hw: tuple[int, int]) -> Float[Array, "1 T D"]:
         """Learned position embeddings for a `grid_hw` patch grid, resampled (the family's kernel) when it differs."""
@@ -486,7 +485,7 @@ class VisionFeatures:
         """Outputs of chosen blocks, for dense tasks and probing (timm's `forward_intermediates`).
 
         Args:
-            x: NHWC images of any size divisible by the patch size.
+            x: NHWC images of any size of at least one patch (whole patches only, as transformers).
             indices: None for every block, an int n for the last n blocks, or a list of block indices
                 (negative counts from the end). Block i's output is HF `output_hidden_states[i + 1]`.
             norm: Apply the final LayerNorm to each intermediate.

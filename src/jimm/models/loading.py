@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -140,6 +141,36 @@ def check_depth(entries: Iterable[str], pattern: str, expected: int, *, source: 
         )
 
 
+def absent_masked_image_only(
+    table: Sequence[Slot],
+    entries: Iterable[str],
+    inits: Mapping[str, Callable[[tuple[int, ...]], np.ndarray]],
+    *,
+    source: str,
+) -> dict[tuple, np.ndarray]:
+    """Fresh values for the tensors of `table` that only masked-image training reads and the checkpoint lacks.
+
+    `inits` maps such a tensor's name (without a head model's prefix such as `dinov2.`) to transformers'
+    initialiser for it, given its checkpoint shape. Every other missing tensor stays a strict error
+    (`check_tensors`); these load with one warning naming them, as transformers does (a mask token dropped by an
+    exported graph, say).
+    """
+    entries = set(entries)
+    fresh, names = {}, []
+    for slot in table:
+        init = next((f for key, f in inits.items() if slot.name == key or slot.name.endswith("." + key)), None)
+        if init is not None and slot.name not in entries and slot.index == ():
+            fresh[slot.param] = slot.to_jimm(init(slot.shape))
+            names.append(slot.name)
+    if names and all(slot.name in entries for slot in table if slot.param not in fresh):  # else a strict error follows
+        logger.warning(
+            "%s has no %s, which only masked-image training uses: initialised as transformers does",
+            source,
+            ", ".join(names),
+        )
+    return fresh
+
+
 def fresh_params_of(module: nnx.Module, prefix: tuple[str, ...]) -> dict[tuple, np.ndarray]:
     """`{path: value}` of a small, eagerly built module's parameters, re-homed under `prefix` (a new head)."""
     return {(*prefix, *path): v.get_value() for path, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
@@ -157,6 +188,9 @@ class Plugin:
     head_modules: tuple[str, ...] = ("classifier",)  # the head's modules (model attributes); () for no head
     head_tensors: tuple[str, ...] = ("classifier.",)  # prefixes of the head's tensors in the checkpoint
     depth_pattern: str = r"(?:^|\.)encoder\.layer\.(\d+)\."  # group 1: a block's index, in canonical names
+    # Tensors only masked-image training reads (name -> transformers' init given the shape): a checkpoint may lack
+    # them (`absent_masked_image_only`).
+    masked_image_only: Mapping[str, Callable[[tuple[int, ...]], Any]] = MappingProxyType({})
 
     def read_config(self, raw: dict[str, Any]):
         """The family config of an HF config.json."""
@@ -267,6 +301,8 @@ def load(
         fresh = plugin.fresh(config, entries, foreign=files.hf_config is None)
         table = plugin.name_table(config, entries, with_head=plan.from_checkpoint)
         table = [slot for slot in permute_rows(table, plugin.head_modules, plan.order) if slot.param not in fresh]
+        absent = absent_masked_image_only(table, entries, plugin.masked_image_only, source=source)
+        fresh, table = fresh | absent, [slot for slot in table if slot.param not in absent]
         if plugin.head_modules and not plan.from_checkpoint:
             ignored |= {name for name in entries if name.startswith(plugin.head_tensors)}
         new_head = plan.do_classification and not plan.from_checkpoint
@@ -316,7 +352,8 @@ def load_model(
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     if fresh_params is not None:
         for path, value in fresh_params(rngs).items():
-            filled[path] = variables[path].replace(value=place_on_mesh(np.asarray(value), variables[path]))
+            host = np.asarray(value, dtype=variables[path].get_value().dtype)  # the model's param_dtype
+            filled[path] = variables[path].replace(value=place_on_mesh(host, variables[path]))
     filled.update(fresh_rng_state(variables, rngs))
     return assemble(graphdef, variables, filled)
 
@@ -324,6 +361,7 @@ def load_model(
 __all__ = [
     "HeadPlan",
     "Plugin",
+    "absent_masked_image_only",
     "check_depth",
     "fresh_params_of",
     "head_permutation",

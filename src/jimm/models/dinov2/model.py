@@ -1,8 +1,9 @@
 """DINOv2Model: DINOv2 (plain, with registers, giant's SwiGLU), equal to transformers' `Dinov2Model`. Maths only.
 
 "DINOv2: Learning Robust Visual Features without Supervision" (Oquab et al., 2023); registers from "Vision
-Transformers Need Registers" (Darcet et al., 2023). Inputs are NHWC images of any size whose sides are
-multiples of the patch; the position embeddings are resampled as the checkpoint's family does (`config.py`).
+Transformers Need Registers" (Darcet et al., 2023). Inputs are NHWC images of any size of at least one patch
+(whole patches only, as transformers); the position embeddings are resampled as the checkpoint's family does
+(`config.py`).
 
 Dimension letters: B batch, T tokens (class, registers, patches), D width, C classes.
 """

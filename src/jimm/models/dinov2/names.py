@@ -14,7 +14,10 @@ fused kernel's two slots directly (`name_table(..., split_swiglu=True)`), so not
 
 from __future__ import annotations
 
+import functools
 import re
+
+import numpy as np
 
 from ...io.state import Slot, identity
 from ..converters import conv_to_hf, conv_to_jimm, heads_bias, heads_in, heads_out, linear
@@ -22,6 +25,9 @@ from .config import REGISTERS, DINOv2Config
 
 LAYERS = (("encoder", "blocks", "layers"),)
 """Where the stacked blocks live in `nnx.state(model)`."""
+# Tensors only masked-image training reads, with transformers' init given the shape (`_init_weights`: zeros): a
+# checkpoint may lack them (real DINOv2-S/14 weights converted from an exported graph drop the mask token).
+MASKED_IMAGE_ONLY = {"embeddings.mask_token": functools.partial(np.zeros, dtype=np.float32)}
 
 
 def fused_in(d: int, f: int):
@@ -121,4 +127,4 @@ def has_split_swiglu(names) -> bool:
     return any(SPLIT_SWIGLU.search(name) for name in names)
 
 
-__all__ = ["LAYERS", "classic_name", "fused_in", "has_split_swiglu", "model_prefix", "name_table"]
+__all__ = ["LAYERS", "MASKED_IMAGE_ONLY", "classic_name", "fused_in", "has_split_swiglu", "model_prefix", "name_table"]

@@ -9,7 +9,7 @@ import numpy as np
 from ..pretrained import IMAGENET_MEAN, IMAGENET_STD, BackboneFamily
 from . import formats
 from .config import REGISTERS, DINOv2Config
-from .names import classic_name, has_split_swiglu, model_prefix, name_table
+from .names import MASKED_IMAGE_ONLY, classic_name, has_split_swiglu, model_prefix, name_table
 
 SWIGLU_IN = ".mlp.weights_in.weight"
 
@@ -23,6 +23,7 @@ def settle(config, do_classification: bool):
 class DINOv2Family(BackboneFamily):
     label = "jimm.DINOv2Model"
     config_class = DINOv2Config
+    masked_image_only = MASKED_IMAGE_ONLY
 
     classic_name = staticmethod(classic_name)
 

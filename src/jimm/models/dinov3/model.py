@@ -63,7 +63,7 @@ class DINOv3Model(BackboneModel):
         """Build a DINOv3 ViT with random weights, in eval mode.
 
         Args:
-            img_size: The native image size (`config.image_size`); any multiple of the patch runs.
+            img_size: The native image size (`config.image_size`); any size of at least one patch runs.
             patch_size: Patch size (an int or `(height, width)`).
             in_channels: Input channels.
             hidden_size: Token width D.

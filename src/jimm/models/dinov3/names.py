@@ -9,13 +9,19 @@ jimm's optional head is `classifier` (`Linear(2D, C)`), unprefixed.
 
 from __future__ import annotations
 
+import functools
 import re
+
+import numpy as np
 
 from ...io.state import Slot, identity
 from ..converters import conv_to_hf, conv_to_jimm, heads_bias, heads_in, heads_out, linear
 from .config import DINOv3Config
 
 LAYERS = (("encoder", "blocks", "layers"),)
+# Tensors only masked-image training reads, with transformers' init given the shape (`_init_weights`: zeros): a
+# checkpoint may lack them (an exported graph drops the unused mask token).
+MASKED_IMAGE_ONLY = {"embeddings.mask_token": functools.partial(np.zeros, dtype=np.float32)}
 EMPTY_REGISTERS = "embeddings.register_tokens"  # transformers keeps a `[1, 0, D]` tensor when there are none
 
 
@@ -89,4 +95,4 @@ def classic_name(name: str) -> str:
     return V5_LAYERS.sub("layer.", name)
 
 
-__all__ = ["EMPTY_REGISTERS", "LAYERS", "classic_name", "name_table"]
+__all__ = ["EMPTY_REGISTERS", "LAYERS", "MASKED_IMAGE_ONLY", "classic_name", "name_table"]

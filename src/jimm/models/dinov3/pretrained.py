@@ -9,12 +9,13 @@ import numpy as np
 from ..dinov2.pretrained import settle
 from ..pretrained import IMAGENET_MEAN, IMAGENET_STD, BackboneFamily
 from .config import DINOv3Config
-from .names import EMPTY_REGISTERS, classic_name, name_table
+from .names import EMPTY_REGISTERS, MASKED_IMAGE_ONLY, classic_name, name_table
 
 
 class DINOv3Family(BackboneFamily):
     label = "jimm.DINOv3Model"
     config_class = DINOv3Config
+    masked_image_only = MASKED_IMAGE_ONLY
     depth_pattern = r"(?:^|\.)layer\.(\d+)\."  # DINOv3's blocks are `layer.N`, with no `encoder.`
 
     classic_name = staticmethod(classic_name)

@@ -15,13 +15,10 @@ from ...common.vision import VisionTowerConfig
 from ..hf_config import PatchGridConfig, check_fields, check_types, read_labels, write_labels
 
 # ViT-specific fields that describe heads we do not build: accepted, not used.
-VIT_IGNORED_KEYS = frozenset(
-    {
-        "encoder_stride",  # only used by ViTForMaskedImageModeling's decoder
-        "pooler_output_size",  # ViTModel's pooler is not part of VisionTransformer
-        "pooler_act",
-    }
-)
+VIT_IGNORED_KEYS = frozenset({"encoder_stride"})  # only used by ViTForMaskedImageModeling's decoder
+# `architectures` that are transformers' headless model, built with its pooler (dense + activation on the class token).
+POOLED_ARCHITECTURES = frozenset({"ViTModel", "DeiTModel"})
+POOLER_ACTIVATIONS = frozenset({"tanh", *ACTIVATIONS})  # transformers' ACT2FN names the pooler may use
 
 # HF fields we do not implement, with the only value we accept (the value that leaves the maths unchanged).
 FIXED_HF_KEYS: dict[str, Any] = {"use_mask_token": False, "head_dim": None}
@@ -48,6 +45,11 @@ class ViTConfig(PatchGridConfig):
     qkv_bias: bool = True
     num_labels: int = 1000
     id2label: dict[int, str] | None = None  # None: HF's default names LABEL_0 ... LABEL_{n-1}
+    # transformers' `ViTModel` / `DeiTModel` (config.json `architectures`): no classifier, and a pooler, `pooler_act`
+    # on `Linear(D, pooler_output_size)` of the class token (its `pooler_output`). Not a config.json field.
+    add_pooling_layer: bool = False
+    pooler_output_size: int | None = None  # None: hidden_size, as transformers
+    pooler_act: str = "tanh"
     # Variants beyond HF ViT (timm / big_vision / DeiT). The defaults are plain HF ViT, and `to_hf_dict` omits
     # a field at its default, so a plain model's config.json stays exactly what transformers writes.
     class_token: bool = True  # a learned [CLS] token before the patches
@@ -86,8 +88,17 @@ class ViTConfig(PatchGridConfig):
         if not self.layer_norm_eps > 0:
             raise ValueError(f"ViTConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         for (img, patch), axis in zip(zip(self.image_hw, self.patch_hw, strict=True), ("height", "width"), strict=True):
-            if patch <= 0 or img <= 0 or img % patch:
-                raise ValueError(f"ViTConfig image {axis} {img} is not a positive multiple of the patch {axis} {patch}")
+            if patch <= 0 or img < patch:  # not a multiple is fine: the grid is the whole patches (transformers)
+                raise ValueError(f"ViTConfig image {axis} {img} is smaller than one patch ({axis} {patch})")
+        if self.pooler_act not in POOLER_ACTIVATIONS:
+            raise ValueError(
+                f"ViTConfig.pooler_act={self.pooler_act!r} is not supported; choose one of {sorted(POOLER_ACTIVATIONS)}"
+            )
+        size = self.pooler_output_size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            raise ValueError(f"ViTConfig.pooler_output_size must be a positive int or None, got {size!r}")
+        if self.add_pooling_layer and not self.class_token:
+            raise ValueError("ViTConfig.add_pooling_layer=True (ViTModel's pooler) needs class_token=True")
         if self.global_pool not in GLOBAL_POOLS:
             raise ValueError(
                 f"ViTConfig.global_pool={self.global_pool!r} is not supported; choose one of {GLOBAL_POOLS}"
@@ -110,6 +121,11 @@ class ViTConfig(PatchGridConfig):
                     f"(num_labels={self.num_labels}), got {len(labels)} ids"
                 )
             object.__setattr__(self, "id2label", labels)
+
+    @property
+    def pooler_size(self) -> int:
+        """Width of ViTModel's pooler output."""
+        return self.pooler_output_size or self.hidden_size
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -167,7 +183,7 @@ class ViTConfig(PatchGridConfig):
             )
         if model_type == "deit":  # transformers' DeiT: ViT fields plus an always-present distillation token
             config = {**config, "distilled": True}
-        fields = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels"}
+        fields = {f.name for f in dataclasses.fields(cls)} - {"id2label", "num_labels", "add_pooling_layer"}
         fixed = dict(FIXED_HF_KEYS)
         if config.get("head_dim") is not None:  # an explicit head_dim is fine when it is the implied one
             fixed["head_dim"] = config.get("hidden_size", 768) // config.get("num_attention_heads", 12)
@@ -178,14 +194,15 @@ class ViTConfig(PatchGridConfig):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])
         num_labels, id2label = read_labels(config)
-        return cls(**kwargs, num_labels=num_labels, id2label=id2label)
+        pooled = bool(POOLED_ARCHITECTURES.intersection(config.get("architectures") or ()))
+        return cls(**kwargs, num_labels=num_labels, id2label=id2label, add_pooling_layer=pooled)
 
     def to_hf_dict(self, *, architecture: str = "ViTForImageClassification") -> dict[str, Any]:
         """The complete HF `config.json` dict (classic field names, labels included)."""
         # A distilled model is transformers' DeiT: model_type "deit", whose distillation token is implicit.
         out: dict[str, Any] = {"architectures": [architecture], "model_type": "deit" if self.distilled else "vit"}
         for field in dataclasses.fields(self):
-            if field.name in ("id2label", "num_labels"):
+            if field.name in ("id2label", "num_labels", "add_pooling_layer", "pooler_output_size", "pooler_act"):
                 continue
             if field.name == "distilled" or (
                 field.name in VARIANT_DEFAULTS and getattr(self, field.name) == VARIANT_DEFAULTS[field.name]
@@ -193,6 +210,11 @@ class ViTConfig(PatchGridConfig):
                 continue  # keep a plain model's config.json identical to transformers'
             value = getattr(self, field.name)
             out[field.name] = list(value) if isinstance(value, tuple) else value
+        # transformers writes both always; a jimm config only when it has the pooler or they were set (round trip)
+        if self.add_pooling_layer or self.pooler_output_size is not None:
+            out["pooler_output_size"] = self.pooler_size
+        if self.add_pooling_layer or self.pooler_act != "tanh":
+            out["pooler_act"] = self.pooler_act
         out |= write_labels(self.labels)
         out["encoder_stride"] = self.patch_hw[0]
         out["initializer_range"] = 0.02

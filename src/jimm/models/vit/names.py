@@ -70,6 +70,9 @@ def name_table(config: ViTConfig, *, prefix: str, with_head: bool) -> list[Slot]
     add(f"{final}.bias", f"encoder.{ours}.bias", (), (d,))
     if config.global_pool == "map":
         table += map_head_slots(f"{prefix}attn_pool.", ("encoder", "attn_pool"), d, n, f)
+    if config.add_pooling_layer:  # ViTModel's pooler
+        add("pooler.dense.weight", "pooler.kernel", (), (config.pooler_size, d), linear, linear)
+        add("pooler.dense.bias", "pooler.bias", (), (config.pooler_size,))
     if with_head:
         heads = [("cls_classifier", "classifier"), ("distillation_classifier", "classifier_dist")]
         for hf_head, ours in heads if config.distilled else [("classifier", "classifier")]:

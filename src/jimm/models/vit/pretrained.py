@@ -53,10 +53,14 @@ class ViTFamily(BackboneFamily):
         return head[0][0] if head is not None and len(head[0]) == 2 else None
 
     def settle(self, config, entries, do_classification, source):
+        """ViTModel's pooler loads when the config's architectures ask for it and the checkpoint has it (a classifier,
+        or a save without pooler tensors, builds none); an unused pooler is skipped with an info line."""
         pooler = {name for name in entries if POOLER.match(name)}
-        if pooler:
-            logger.info("%s: skipped ViTModel's pooler (dense+tanh), which VisionTransformer does not use", source)
-        return config, {"do_classification": do_classification}, pooler
+        if config.add_pooling_layer and (do_classification or not pooler):
+            config = config.replace(add_pooling_layer=False)
+        if pooler and not config.add_pooling_layer:
+            logger.info("%s: skipped ViTModel's pooler (dense+tanh): this model is not a ViTModel", source)
+        return config, {"do_classification": do_classification}, set() if config.add_pooling_layer else pooler
 
     def model_prefixes(self, config):
         return (model_prefix(config), *({"vit.", "deit."} - {model_prefix(config)}))

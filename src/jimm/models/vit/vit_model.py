@@ -20,7 +20,7 @@ from jaxtyping import Array, Float
 
 from ...common import init as initializers
 from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding, shard, with_sharding
-from ...common.transformer import default_kernel_init, einsum
+from ...common.transformer import ACTIVATIONS, default_kernel_init, einsum
 from ...common.vision import VisionFeatures, VisionTower
 from .config import ViTConfig
 
@@ -47,7 +47,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         use_quick_gelu: bool = False,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
-        do_classification: bool = True,
+        do_classification: bool | None = True,
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
@@ -77,7 +77,9 @@ class VisionTransformer(VisionFeatures, nnx.Module):
             use_quick_gelu: Use quick GELU (`x * sigmoid(1.702 x)`); ignored when `hidden_act` is given.
             use_gradient_checkpointing: Rematerialise each block in the backward pass.
             attention_fn: Attention kernel `fn(q, k, v, *, mask=None, bias=None)`; None is jax.nn's XLA path.
-            do_classification: Include the classifier; otherwise return the pooled class token.
+            do_classification: Include the classifier (transformers' `ViTForImageClassification`, no pooler);
+                otherwise return the pooled class token, or for a `ViTModel` config (`config.add_pooling_layer`) its
+                pooler output. None: follow the config (`from_config`'s default).
             rngs: Random streams for init (`params`) and dropout (`dropout`); None means `nnx.Rngs(0)`.
             dtype: Computation dtype.
             param_dtype: Parameter dtype.
@@ -110,6 +112,10 @@ class VisionTransformer(VisionFeatures, nnx.Module):
                 num_labels=num_classes,
                 id2label=id2label,
             )
+        if do_classification is None:
+            do_classification = not config.add_pooling_layer
+        if do_classification and config.add_pooling_layer:  # as transformers' ViTForImageClassification of it
+            config = config.replace(add_pooling_layer=False)
         if rngs is None:
             rngs = nnx.Rngs(0)
         sharding = resolve_sharding(sharding)
@@ -131,16 +137,18 @@ class VisionTransformer(VisionFeatures, nnx.Module):
             rngs=rngs,
         )
         self.logits_spec = sharding.act_bc
+        head = dict(
+            dtype=dtype,
+            param_dtype=param_dtype,
+            kernel_init=with_sharding(default_kernel_init, sharding.proj_kernel),
+            bias_init=with_sharding(initializers.zeros, sharding.proj_bias),
+            rngs=rngs,
+        )
+        # ViTModel's pooler: a `[D, P]` layer on the class token, laid out like a head.
+        self.pooler = nnx.Linear(config.hidden_size, config.pooler_size, **head) if config.add_pooling_layer else None
         if do_classification:
             if config.num_labels < 1:
                 raise ValueError("do_classification=True needs num_classes >= 1")
-            head = dict(
-                dtype=dtype,
-                param_dtype=param_dtype,
-                kernel_init=with_sharding(default_kernel_init, sharding.proj_kernel),
-                bias_init=with_sharding(initializers.zeros, sharding.proj_bias),
-                rngs=rngs,
-            )
             self.classifier = nnx.Linear(config.hidden_size, config.num_labels, **head)
             # DeiT's second head reads the distillation token; eval logits average the two (timm, HF WithTeacher).
             self.classifier_dist = (
@@ -156,7 +164,14 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         return self.encoder
 
     def forward_head(self, features: Float[Array, "B T D"], pre_logits: bool = False) -> Float[Array, "B C"]:
-        """Pool (by `config.global_pool`) and apply the classifier; `pre_logits=True` returns the pooled vector."""
+        """Pool (by `config.global_pool`) and apply the classifier; `pre_logits=True` returns the pooled vector.
+
+        A `ViTModel` (with `config.add_pooling_layer`) gives transformers' `pooler_output`: `pooler_act` on its
+        pooler of the class token (`pre_logits=True`: the class token itself).
+        """
+        if self.pooler is not None and not pre_logits:
+            fn = jnp.tanh if self.config.pooler_act == "tanh" else ACTIVATIONS[self.config.pooler_act]
+            return fn(self._linear(self.pooler, features[:, 0]))
         if pre_logits or not self.do_classification:
             return self.encoder.pool(features)
         if self.config.distilled:
@@ -171,7 +186,8 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         return logits + layer.bias[...].astype(self.dtype)
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B C"]:
-        """Logits `[B, num_classes]`, or the pooled class token `[B, D]` when `do_classification=False`."""
+        """Logits `[B, num_classes]`, or the pooled class token `[B, D]` when `do_classification=False` (a `ViTModel`'s
+        `pooler_output` when it has the pooler)."""
         return self.forward_head(self.forward_features(x))
 
     @classmethod
@@ -185,13 +201,15 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         sharding: ShardingSpec | None = ViTSharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
-        do_classification: bool = True,
+        do_classification: bool | None = None,
         remat_policy: str | None = None,
         scan_layers: bool = True,
     ) -> VisionTransformer:
         """A randomly initialised model (in eval mode) from an HF config dict or a `ViTConfig`.
 
         Every HF field that changes the maths is honoured; an unsupported non-default field is an error.
+        `architectures: ["ViTModel"]` (or DeiTModel) builds transformers' headless model with its pooler, unless
+        `do_classification=True`; any other config a classifier unless `do_classification=False`.
         """
         if not isinstance(config, ViTConfig):
             config = ViTConfig.from_hf_dict(config)
