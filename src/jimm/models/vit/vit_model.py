@@ -19,7 +19,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from ...common import init as initializers
-from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding, shard, with_sharding
+from ...common.sharding import ShardingSpec, ViTSharding, constrain, like, resolve_sharding, with_sharding
 from ...common.transformer import default_kernel_init, einsum
 from ...common.vision import VisionFeatures, VisionTower
 from .config import ViTConfig
@@ -51,7 +51,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         *,
         hidden_act: str | None = None,
         layer_norm_eps: float = 1e-12,
@@ -130,7 +130,6 @@ class VisionTransformer(VisionFeatures, nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.logits_spec = sharding.act_bc
         if do_classification:
             if config.num_labels < 1:
                 raise ValueError("do_classification=True needs num_classes >= 1")
@@ -164,11 +163,11 @@ class VisionTransformer(VisionFeatures, nnx.Module):
             logits = (cls_logits + self._linear(self.classifier_dist, features[:, 1])) / 2
         else:
             logits = self._linear(self.classifier, self.encoder.pool(features))
-        return shard(logits, self.logits_spec)
+        return constrain(logits)
 
     def _linear(self, layer: nnx.Linear, x: Float[Array, "B D"]) -> Float[Array, "B C"]:
-        logits = einsum("BD,DC->BC", x, layer.kernel[...].astype(self.dtype), self.logits_spec)
-        return logits + layer.bias[...].astype(self.dtype)
+        logits = einsum("BD,DC->BC", x, layer.kernel[...].astype(self.dtype))
+        return logits + like(layer.bias[...], logits).astype(self.dtype)
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B C"]:
         """Logits `[B, num_classes]`, or the pooled class token `[B, D]` when `do_classification=False`."""
@@ -182,7 +181,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         do_classification: bool = True,
@@ -216,7 +215,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         *,
