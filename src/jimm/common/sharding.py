@@ -395,8 +395,16 @@ def tracing() -> bool:
 
 
 def with_sharding(init: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
-    """Attach `spec` as the parameter's sharding metadata when one is given; the initializer otherwise."""
-    return init if spec is None else nnx.with_partitioning(init, spec)
+    """Attach `spec` as the parameter's sharding metadata when one is given; the initializer otherwise.
+
+    flax places the value itself on a mesh of one axis type, and refuses mixed meshes: there it is placed here.
+    """
+    mesh = active_mesh()
+    if spec is None:
+        return init
+    if mesh is None or len(set(mesh.axis_types)) == 1:
+        return nnx.with_partitioning(init, spec)
+    return nnx.with_partitioning(lambda *args: place(init(*args), spec), spec, eager_sharding=False)
 
 
 def place(value, spec) -> jax.Array:

@@ -380,7 +380,7 @@ class LayerScale(nnx.Module):
 
     def __init__(self, dim: int, init_value: float, *, spec: Spec = None, param_dtype: DTypeLike):
         gamma = jnp.asarray(np.full((dim,), init_value, np.dtype(param_dtype)))
-        self.gamma = nnx.Param(gamma) if spec is None else nnx.Param(gamma, out_sharding=spec)
+        self.gamma = nnx.Param(with_sharding(lambda *_: gamma, spec)(None, (dim,), param_dtype))
 
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
         return x * like(self.gamma[...], x).astype(x.dtype)
