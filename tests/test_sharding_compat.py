@@ -34,11 +34,29 @@ CLIP_ARCH = dict(
     num_text_heads=4,
     num_text_layers=1,
 )
-ORIGINAL_FIELDS = (
-    "attn_qkv_kernel attn_qkv_bias attn_out_kernel attn_out_bias mlp_up_kernel mlp_up_bias mlp_down_kernel "
-    "mlp_down_bias layernorm patch_conv_kernel patch_conv_bias embed pos_embed_3d pos_embed_2d vision_pos_id "
-    "text_pos_embed cls_token probe_token proj_kernel proj_bias layer_scale"
-).split()
+ORIGINAL_FIELDS = [
+    "attn_qkv_kernel",
+    "attn_qkv_bias",
+    "attn_out_kernel",
+    "attn_out_bias",
+    "mlp_up_kernel",
+    "mlp_up_bias",
+    "mlp_down_kernel",
+    "mlp_down_bias",
+    "layernorm",
+    "patch_conv_kernel",
+    "patch_conv_bias",
+    "embed",
+    "pos_embed_3d",
+    "pos_embed_2d",
+    "vision_pos_id",
+    "text_pos_embed",
+    "cls_token",
+    "probe_token",
+    "proj_kernel",
+    "proj_bias",
+    "layer_scale",
+]
 MESHES = ["none", "auto", "explicit"]
 
 
@@ -236,7 +254,7 @@ def clip_ref():
 
 @pytest.mark.parametrize("kind", MESHES)
 def test_clip_fsdp_bench_pattern(clip_ref, kind):
-    """examples/bench_fsdp.py: default CLIPSharding, images and tokens on P('fsdp', ...), logits gathered by the loss."""
+    """examples/bench_fsdp.py: default CLIPSharding, inputs on P("fsdp", ...), logits gathered by the loss."""
     _, ids, want = clip_ref
     mesh = mesh_of(kind, (1, 8))
 
