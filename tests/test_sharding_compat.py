@@ -213,10 +213,11 @@ def test_shard_batch_option_reshards_replicated_inputs(vit_ref):
     np.testing.assert_allclose(np.asarray(logits), vit_ref[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", MESHES)
-def test_vit_training_step_with_labels_on_data(kind):
+LABELS = np.arange(8, dtype=np.int32) % 8
+
+
+def train_two_steps(mesh):
     """The original's examples/vit_training.py: cross entropy with labels on P('data') under nnx.jit."""
-    labels = np.arange(8, dtype=np.int32) % 8
 
     def loss_fn(model, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
@@ -227,19 +228,26 @@ def test_vit_training_step_with_labels_on_data(kind):
         optimizer.update(model, grads)
         return loss
 
-    def train(mesh):
-        with on(mesh):
-            model = jimm.VisionTransformer(**ARCH, rngs=nnx.Rngs(0))
-            optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
-            x, y = put(images(), mesh, "data"), put(labels, mesh, "data")
-            losses = [float(step(model, optimizer, x, y)) for _ in range(2)]
-            return losses, model.encoder.blocks.layers.attn.qkv_kernel[...]
+    with on(mesh):
+        model = jimm.VisionTransformer(**ARCH, rngs=nnx.Rngs(0))
+        optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+        x, y = put(images(), mesh, "data"), put(LABELS, mesh, "data")
+        losses = [float(step(model, optimizer, x, y)) for _ in range(2)]
+        return losses, model.encoder.blocks.layers.attn.qkv_kernel[...]
 
-    losses, qkv = train(mesh_of(kind))
-    want, _ = train(None)
+
+@pytest.fixture(scope="module")
+def unsharded_losses():
+    return train_two_steps(None)[0]
+
+
+@pytest.mark.parametrize("kind", ["auto", "explicit"])
+def test_vit_training_step_with_labels_on_data(unsharded_losses, kind):
+    losses, qkv = train_two_steps(mesh_of(kind))
+    want = unsharded_losses
+    assert want[1] < want[0]  # it trains
     np.testing.assert_allclose(losses, want, atol=1e-5)
-    if kind != "none":
-        assert padded(qkv.sharding.spec, 5) == P(None, "fsdp", None, None, None)  # updates stay on their shards
+    assert padded(qkv.sharding.spec, 5) == P(None, "fsdp", None, None, None)  # updates stay on their shards
 
 
 # -- CLIP: the examples' patterns ----------------------------------------------------------------------------------
@@ -316,16 +324,39 @@ def test_clip_no_sharding_on_an_explicit_n_by_1_mesh(clip_ref):
         np.testing.assert_allclose(np.asarray(logits), want, atol=1e-5)
 
 
-def test_dinov2_default_spec_shards_layer_scale():
-    """DINOv2Sharding stores LayerScale and the MLP's first bias over fsdp; the model still equals no mesh."""
-    arch = dict(img_size=8, patch_size=4, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
-    want = np.asarray(forward(jimm.DINOv2Model(**arch, rngs=nnx.Rngs(0)), images()))
-    mesh = mesh_of("explicit")
+FAMILIES = {  # tiny models with their family's default spec; `run` gives the output the original's tests compare
+    "dinov2": lambda: jimm.DINOv2Model(img_size=8, patch_size=4, hidden_size=32, num_layers=1, num_heads=4, mlp_dim=64),
+    "dinov3": lambda: jimm.DINOv3Model(
+        img_size=8, patch_size=4, hidden_size=32, num_layers=1, num_heads=4, mlp_dim=64, use_gated_mlp=True
+    ),
+    "siglip": lambda: jimm.SigLIP(**{**CLIP_ARCH, "text_hidden_size": 32}),
+}
+
+
+@nnx.jit
+def family_forward(model, x, ids):
+    return model(x, ids) if isinstance(model, jimm.SigLIP) else model(x)
+
+
+@pytest.fixture(scope="module")
+def family_refs(clip_ref):
+    ids = clip_ref[1]
+    return ids, {name: np.asarray(family_forward(build(), images(), ids)) for name, build in FAMILIES.items()}
+
+
+@pytest.mark.parametrize("kind", ["auto", "explicit"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_family_default_specs(family_refs, family, kind):
+    """DINOv2/v3 store LayerScale and the MLP's first bias over fsdp, SigLIP its token table and MAP head."""
+    ids, refs = family_refs
+    mesh = mesh_of(kind)
     with jax.set_mesh(mesh):
-        model = jimm.DINOv2Model(**arch, rngs=nnx.Rngs(0))
-        got = forward(model, put(images(), mesh, "data"))
-    assert model.encoder.blocks.layers.ls1.gamma[...].sharding.spec == P(None, "fsdp")
-    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+        model = FAMILIES[family]()
+        got = family_forward(model, put(images(), mesh, "data"), put(ids, mesh, "data"))
+    np.testing.assert_allclose(np.asarray(got), refs[family], atol=1e-5)
+    assert padded(got.sharding.spec, 2) == P("data", None)
+    if family.startswith("dino"):
+        assert padded(model.encoder.blocks.layers.ls1.gamma[...].sharding.spec, 2) == P(None, "fsdp")
 
 
 # -- building and loading inside jax.jit -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from jaxtyping import Array, Float
 
 from . import init as initializers
 from .attention import xla_attention
-from .sharding import Plan, gathered, with_sharding
+from .sharding import Plan, batch_like, gathered, with_sharding
 from .transformer import MLP, LayerNorm, default_kernel_init
 
 
@@ -57,6 +57,7 @@ class MAPHead(nnx.Module):
         x = x.astype(dt)
         q = jnp.einsum("QD,DNH->QNH", gathered(self.probe[...])[0].astype(dt), self.q_kernel[...].astype(dt))
         q = jnp.broadcast_to((q + self.q_bias[...].astype(dt))[None], (x.shape[0], *q.shape))  # [B, 1, N, H]
+        q = batch_like(q, x)  # the probe's queries take the images' batch sharding
         kv = (
             jnp.einsum("BTD,DKNH->KBTNH", x, self.kv_kernel[...].astype(dt))
             + self.kv_bias[...].astype(dt)[:, None, None]

@@ -495,6 +495,23 @@ def constrain(x: jax.Array, *rest: Axes) -> jax.Array:
     return x
 
 
+def output(x: jax.Array) -> jax.Array:
+    """A model output `[B, ...]` (logits, embeddings): its batch as it is, every other dimension whole.
+
+    Explicit axes: as `constrain`. Auto axes: pinned too (propagation may otherwise leave, say, the width of a
+    pooled vector split over an FSDP axis), the batch still left to propagation.
+    """
+    mesh = active_mesh()
+    if mesh is None:
+        return x
+    explicit = _explicit_names(mesh)
+    if explicit:
+        x = constrain(x)
+    if len(explicit) < len(mesh.axis_names):  # Auto axes (all, or beside Explicit ones in a mixed mesh)
+        x = jax.lax.with_sharding_constraint(x, P(P.UNCONSTRAINED, *([None] * (x.ndim - 1))))
+    return x
+
+
 def like(value: jax.Array, x: jax.Array) -> jax.Array:
     """A parameter broadcast against the activation `x` (biases, norms, tokens, position tables), gathered on the
     Explicit axes `x` does not use the same way; unchanged otherwise (Auto axes: the compiler gathers)."""
@@ -616,6 +633,7 @@ __all__ = [
     "fsdp_tp_sharding",
     "like",
     "named_sharding_like",
+    "output",
     "replicated_sharding",
     "reshard_like",
     "resolve_sharding",

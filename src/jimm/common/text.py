@@ -25,7 +25,7 @@ from jaxtyping import Array, Float, Int
 
 from . import init as initializers
 from .attention import AttentionFn
-from .sharding import Plan, gathered, like, shard_input, take_rows, with_sharding
+from .sharding import Plan, gathered, like, output, shard_input, take_rows, with_sharding
 from .transformer import ACTIVATIONS, Encoder, LayerNorm, default_kernel_init, einsum
 
 POOLINGS = ("last", "eos", "argmax")
@@ -220,7 +220,7 @@ class TextTower(nnx.Module):
         self, input_ids: Int[Array, "B T"], attention_mask: Int[Array, "B T"] | None = None
     ) -> Float[Array, "B P"]:
         """One vector per text (HF `pooler_output`)."""
-        return self.project(self.pool(self.forward_features(input_ids, attention_mask), input_ids))
+        return output(self.project(self.pool(self.forward_features(input_ids, attention_mask), input_ids)))
 
 
 __all__ = ["TextTower", "TextTowerConfig"]

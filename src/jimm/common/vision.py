@@ -30,7 +30,7 @@ from . import init as initializers
 from .attention import AttentionFn
 from .pooling import MAPHead
 from .resample import RESAMPLE_MODES, resample_pos_embed
-from .sharding import Plan, batch_like, gathered, like, reshape_batched, shard_input, with_sharding
+from .sharding import Plan, batch_like, gathered, like, output, reshape_batched, shard_input, with_sharding
 from .transformer import (
     ACTIVATIONS,
     MLPS,
@@ -456,7 +456,7 @@ class VisionTower(nnx.Module):
             pooled = (features[:, 0] + features[:, 1]) / 2
         else:
             pooled = features[:, 0]
-        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
+        return output(self.fc_norm(pooled) if self.fc_norm is not None else pooled)
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B D"]:
         """The pooled representation (the class token after the final LayerNorm, for plain ViT)."""

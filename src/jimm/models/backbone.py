@@ -17,7 +17,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from ..common import init as initializers
-from ..common.sharding import constrain, like, resolve_sharding, with_sharding
+from ..common.sharding import like, output, resolve_sharding, with_sharding
 from ..common.transformer import default_kernel_init, einsum
 from ..common.vision import VisionFeatures, VisionTower
 
@@ -105,7 +105,7 @@ class BackboneModel(VisionFeatures, nnx.Module):
             return pooled
         kernel = self.classifier.kernel[...].astype(self.dtype)
         logits = einsum("BD,DC->BC", pooled.astype(self.dtype), kernel)
-        return constrain(logits + like(self.classifier.bias[...], logits).astype(self.dtype))
+        return output(logits + like(self.classifier.bias[...], logits).astype(self.dtype))
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B C"]:
         """The class-token embedding `[B, D]`, or logits `[B, num_classes]` for a model with a head."""

@@ -17,7 +17,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
 from ...common import init as initializers
-from ...common.sharding import Plan, ShardingSpec, ViTSharding, like, resolve_sharding, with_sharding
+from ...common.sharding import Plan, ShardingSpec, ViTSharding, like, output, resolve_sharding, with_sharding
 from ...common.text import TextTower
 from ...common.transformer import default_kernel_init, einsum
 from ...common.vision import VisionTower
@@ -61,7 +61,7 @@ class Family:
 
     def _apply(self, layer: nnx.Linear, x: Float[Array, "B D"]) -> Float[Array, "B P"]:
         out = einsum("BD,DP->BP", x.astype(self.dtype), layer.kernel[...].astype(self.dtype))
-        return out if layer.bias is None else out + like(layer.bias[...], out).astype(self.dtype)
+        return output(out if layer.bias is None else out + like(layer.bias[...], out).astype(self.dtype))
 
     def _missing(self, what: str):
         other = {"vision": "an image", "text": "a text"}[self.TOWERS[0]]

@@ -27,7 +27,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
-from ...common.sharding import Plan, ShardingSpec, ViTSharding, constrain, gathered, like
+from ...common.sharding import Plan, ShardingSpec, ViTSharding, gathered, like, output
 from ...common.text import TextTower
 from ...common.vision import VisionFeatures, VisionTower
 from .base import Family, ImageEncoder, TextEncoder
@@ -129,7 +129,7 @@ class ImageTextModel(Family, ImageEncoder, TextEncoder, VisionFeatures, nnx.Modu
         logits = jnp.einsum("IP,JP->IJ", image.astype(jnp.float32), text.astype(jnp.float32)) * scale
         if self.logit_bias is not None:
             logits = logits + like(self.logit_bias[...], logits).astype(jnp.float32).reshape(())
-        return constrain(logits)
+        return output(logits)
 
     def probabilities(self, logits: Float[Array, "I J"]) -> Float[Array, "I J"]:
         """Zero-shot probabilities from logits: a softmax over the texts (CLIP) or a sigmoid per pair (SigLIP)."""

@@ -19,7 +19,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from ...common import init as initializers
-from ...common.sharding import ShardingSpec, ViTSharding, constrain, like, resolve_sharding, with_sharding
+from ...common.sharding import ShardingSpec, ViTSharding, like, output, resolve_sharding, with_sharding
 from ...common.transformer import default_kernel_init, einsum
 from ...common.vision import VisionFeatures, VisionTower
 from .config import ViTConfig
@@ -163,7 +163,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
             logits = (cls_logits + self._linear(self.classifier_dist, features[:, 1])) / 2
         else:
             logits = self._linear(self.classifier, self.encoder.pool(features))
-        return constrain(logits)
+        return output(logits)
 
     def _linear(self, layer: nnx.Linear, x: Float[Array, "B D"]) -> Float[Array, "B C"]:
         logits = einsum("BD,DC->BC", x, layer.kernel[...].astype(self.dtype))
