@@ -148,13 +148,32 @@ def test_spec_classes_have_the_originals_fields_and_paths():
         jimm.VisionTransformer(**ARCH, sharding="fsdp")
 
 
-def test_class_instance_and_custom_spec_place_parameters():
-    with jax.set_mesh(mesh_of("explicit")):
+# every per-layer field a ViT uses, sharded where the original's default is not
+CUSTOM = dict(
+    layernorm=("fsdp",),
+    attn_qkv_bias=(None, "fsdp"),
+    attn_out_kernel=(None, None, "fsdp"),
+    attn_out_bias=("fsdp",),
+    mlp_up_kernel=(None, "fsdp"),
+    mlp_up_bias=("fsdp",),
+    mlp_down_bias=("fsdp",),
+    patch_conv_bias=("fsdp",),
+    cls_token=(None, None, "fsdp"),
+    proj_bias=("fsdp",),
+)
+
+
+def test_class_instance_and_custom_spec_place_parameters(vit_ref):
+    mesh = mesh_of("explicit")
+    with jax.set_mesh(mesh):
         by_class = jimm.VisionTransformer(**ARCH, sharding=shd.ViTSharding)
         by_instance = jimm.VisionTransformer(**ARCH, sharding=shd.ViTSharding())
         custom = jimm.VisionTransformer(
-            **ARCH, sharding=dataclasses.replace(shd.ViTSharding(), mlp_up_kernel=(None, "fsdp"), layernorm=("fsdp",))
+            **ARCH, rngs=nnx.Rngs(0), sharding=dataclasses.replace(shd.ViTSharding(), **CUSTOM)
         )
+        # the batch over both axes, the parameters over one of them: each is gathered where it meets the batch
+        logits = forward(custom, put(images(), mesh, ("data", "fsdp")))
+    np.testing.assert_allclose(np.asarray(logits), vit_ref[0], atol=1e-5)
     for model in (by_class, by_instance):
         layers = model.encoder.blocks.layers
         assert layers.attn.qkv_kernel[...].sharding.spec == P(None, "fsdp", None, None, None)
@@ -164,6 +183,9 @@ def test_class_instance_and_custom_spec_place_parameters():
     layers = custom.encoder.blocks.layers
     assert layers.mlp.fc1_kernel[...].sharding.spec == P(None, None, "fsdp")
     assert layers.norm1.scale[...].sharding.spec == P(None, "fsdp")
+    assert layers.attn.qkv_bias[...].sharding.spec == P(None, None, None, "fsdp")
+    assert custom.encoder.cls_token[...].sharding.spec == P(None, None, "fsdp")
+    assert custom.classifier.bias[...].sharding.spec == P("fsdp")
 
 
 def test_original_helpers():

@@ -77,6 +77,19 @@ class LayerNorm(nnx.LayerNorm):
             rngs=rngs,
         )
 
+    def __call__(self, x: Float[Array, "... D"], *, mask: jax.Array | None = None) -> Float[Array, "... D"]:
+        scale, bias = like(self.scale[...], x), like(self.bias[...], x)
+        if mask is not None or (scale is self.scale[...] and bias is self.bias[...]):
+            return super().__call__(x, mask=mask)
+        # A scale / bias stored sharded (the `layernorm` field) under Explicit axes, gathered to fit `x`:
+        # flax's own steps (float32 statistics, two-pass variance) on the gathered values.
+        x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
+        stats = jnp.asarray(x, jnp.promote_types(self.dtype or x.dtype, jnp.float32))
+        mean = stats.mean(-1, keepdims=True)
+        var = jnp.square(stats - mean).mean(-1, keepdims=True)
+        y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+        return jnp.asarray(y, self.dtype or jnp.result_type(x, scale, bias))
+
 
 class Attention(nnx.Module):
     """Multi-head self-attention with a fused qkv kernel `[D, 3, N, H]`.
