@@ -16,7 +16,8 @@ from jaxtyping import Array, Float
 
 from . import init as initializers
 from .attention import xla_attention
-from .sharding import Plan, batch_like, gathered, with_sharding
+from .placement import batch_like, gathered, with_sharding
+from .sharding import Plan
 from .transformer import MLP, LayerNorm, default_kernel_init
 
 

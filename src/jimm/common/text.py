@@ -25,8 +25,9 @@ from jaxtyping import Array, Float, Int
 
 from . import init as initializers
 from .attention import AttentionFn
-from .sharding import Plan, gathered, like, output, shard_input, take_rows, with_sharding
-from .transformer import ACTIVATIONS, Encoder, LayerNorm, default_kernel_init, einsum
+from .placement import einsum, gathered, like, output, shard_input, take_rows, with_sharding
+from .sharding import Plan
+from .transformer import ACTIVATIONS, Encoder, LayerNorm, default_kernel_init
 
 POOLINGS = ("last", "eos", "argmax")
 

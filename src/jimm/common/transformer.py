@@ -19,7 +19,8 @@ from jaxtyping import Array, Bool, Float
 
 from . import init as initializers
 from .attention import AttentionFn, apply_attention_weights, attention_weights, check_dropout_support, xla_attention
-from .sharding import Plan, Spec, constrain, einsum, like, place, with_sharding
+from .placement import Spec, constrain, einsum, like, place, with_sharding
+from .sharding import Plan
 
 _SQRT_HALF = np.float32(np.sqrt(0.5))
 

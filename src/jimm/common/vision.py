@@ -28,9 +28,10 @@ from jaxtyping import Array, Float
 
 from . import init as initializers
 from .attention import AttentionFn
+from .placement import batch_like, gathered, like, output, reshape_batched, shard_input, with_sharding
 from .pooling import MAPHead
 from .resample import RESAMPLE_MODES, resample_pos_embed
-from .sharding import Plan, batch_like, gathered, like, output, reshape_batched, shard_input, with_sharding
+from .sharding import Plan
 from .transformer import (
     ACTIVATIONS,
     MLPS,

@@ -32,7 +32,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from ..common.sharding import active_mesh, place, tracing
+from ..common.placement import active_mesh, place, tracing
 
 Converter = Callable[[np.ndarray], np.ndarray]
 Path_ = tuple[Any, ...]

@@ -17,7 +17,8 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from ..common import init as initializers
-from ..common.sharding import like, output, resolve_sharding, with_sharding
+from ..common.placement import like, output, with_sharding
+from ..common.sharding import resolve_sharding
 from ..common.transformer import default_kernel_init, einsum
 from ..common.vision import VisionFeatures, VisionTower
 

@@ -17,7 +17,8 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
 from ...common import init as initializers
-from ...common.sharding import Plan, ShardingSpec, ViTSharding, like, output, resolve_sharding, with_sharding
+from ...common.placement import like, output, with_sharding
+from ...common.sharding import Plan, ShardingSpec, ViTSharding, resolve_sharding
 from ...common.text import TextTower
 from ...common.transformer import default_kernel_init, einsum
 from ...common.vision import VisionTower

@@ -27,7 +27,8 @@ from flax import nnx
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
-from ...common.sharding import Plan, ShardingSpec, ViTSharding, gathered, like, output
+from ...common.placement import gathered, like, output
+from ...common.sharding import Plan, ShardingSpec, ViTSharding
 from ...common.text import TextTower
 from ...common.vision import VisionFeatures, VisionTower
 from .base import Family, ImageEncoder, TextEncoder

@@ -19,7 +19,8 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from ...common import init as initializers
-from ...common.sharding import ShardingSpec, ViTSharding, like, output, resolve_sharding, with_sharding
+from ...common.placement import like, output, with_sharding
+from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding
 from ...common.transformer import default_kernel_init, einsum
 from ...common.vision import VisionFeatures, VisionTower
 from .config import ViTConfig
