@@ -24,6 +24,7 @@ Entries = tuple[Axes, ...]
 
 
 def entry_axes(entry: Axes) -> tuple[str, ...]:
+    """The mesh axes one spec entry names."""
     if entry is None:
         return ()
     return entry if isinstance(entry, tuple) else (entry,)
@@ -47,12 +48,14 @@ def active_mesh() -> jax.sharding.AbstractMesh | None:
 
 
 def explicit_axes(mesh) -> frozenset[str]:
+    """The names of `mesh`'s Explicit axes (none without a mesh)."""
     if mesh is None:
         return frozenset()
     return frozenset(n for n, t in zip(mesh.axis_names, mesh.axis_types, strict=True) if t == AxisType.Explicit)
 
 
 def only_axes(entry: Axes, names: frozenset[str]) -> Axes:
+    """`entry` restricted to the axes in `names`."""
     return join_axes(*(a for a in entry_axes(entry) if a in names))
 
 
