@@ -62,7 +62,7 @@ def train(steps: int, out: Path, mesh_shape=(2, 4)) -> list[float]:
             opt.update(model, grads)
             return loss
 
-        images_sharding = jax.sharding.NamedSharding(mesh, spec.batch_spec(4))
+        images_sharding = jax.sharding.NamedSharding(mesh, P(("data", "fsdp"), None, None, None))
         labels_sharding = jax.sharding.NamedSharding(mesh, P(("data", "fsdp")))
         # Rows of the global batch this process feeds: its devices' slice of the batch axis.
         rows = images_sharding.addressable_devices_indices_map((GLOBAL_BATCH, 16, 16, 3))

@@ -16,7 +16,8 @@ from jaxtyping import Array, Float
 
 from . import init as initializers
 from .attention import xla_attention
-from .sharding import ShardingSpec
+from .placement import batch_like, gathered, with_sharding
+from .sharding import Plan
 from .transformer import MLP, LayerNorm, default_kernel_init
 
 
@@ -31,7 +32,7 @@ class MAPHead(nnx.Module):
         *,
         act: str,
         eps: float,
-        sharding: ShardingSpec,
+        sharding: Plan,
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
@@ -39,7 +40,9 @@ class MAPHead(nnx.Module):
         n, h = num_heads, dim // num_heads
         self.dtype = dtype
         zeros = initializers.zeros
-        self.probe = nnx.Param(default_kernel_init(rngs.params(), (1, 1, dim), param_dtype))
+        self.probe = nnx.Param(
+            with_sharding(default_kernel_init, sharding.probe)(rngs.params(), (1, 1, dim), param_dtype)
+        )
         self.q_kernel = nnx.Param(default_kernel_init(rngs.params(), (dim, n, h), param_dtype))
         self.q_bias = nnx.Param(zeros(rngs.params(), (n, h), param_dtype))
         self.kv_kernel = nnx.Param(default_kernel_init(rngs.params(), (dim, 2, n, h), param_dtype))
@@ -53,8 +56,9 @@ class MAPHead(nnx.Module):
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B D"]:
         dt = self.dtype
         x = x.astype(dt)
-        q = jnp.einsum("QD,DNH->QNH", self.probe[...][0].astype(dt), self.q_kernel[...].astype(dt))
+        q = jnp.einsum("QD,DNH->QNH", gathered(self.probe[...])[0].astype(dt), self.q_kernel[...].astype(dt))
         q = jnp.broadcast_to((q + self.q_bias[...].astype(dt))[None], (x.shape[0], *q.shape))  # [B, 1, N, H]
+        q = batch_like(q, x)  # the probe's queries take the images' batch sharding
         kv = (
             jnp.einsum("BTD,DKNH->KBTNH", x, self.kv_kernel[...].astype(dt))
             + self.kv_bias[...].astype(dt)[:, None, None]

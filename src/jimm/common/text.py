@@ -25,8 +25,9 @@ from jaxtyping import Array, Float, Int
 
 from . import init as initializers
 from .attention import AttentionFn
-from .sharding import ShardingSpec, shard, with_sharding
-from .transformer import ACTIVATIONS, Encoder, LayerNorm, default_kernel_init, einsum
+from .placement import einsum, gathered, like, output, shard_input, take_rows, with_sharding
+from .sharding import Plan
+from .transformer import ACTIVATIONS, Encoder, LayerNorm, default_kernel_init
 
 POOLINGS = ("last", "eos", "argmax")
 
@@ -62,7 +63,7 @@ class TextTowerConfig:
                 raise ValueError(f"TextTowerConfig: {problem}")
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Per-layer parameter shapes by `ShardingSpec` field, to check a spec against a mesh before building."""
+        """Per-layer parameter shapes by `Plan` field, to check a spec against a mesh before building."""
         d, n, f = self.hidden_size, self.num_heads, self.mlp_dim
         shapes = {
             "qkv_kernel": (d, 3, n, d // n),
@@ -89,7 +90,7 @@ class TextTower(nnx.Module):
         *,
         attention_fn: AttentionFn | None,
         use_gradient_checkpointing: bool,
-        sharding: ShardingSpec,
+        sharding: Plan,
         remat_policy: str | None = None,
         scan_layers: bool = True,
         dtype: DTypeLike,
@@ -98,9 +99,15 @@ class TextTower(nnx.Module):
     ):
         c, d = config, config.hidden_size
         self.config, self.dtype, self.sharding = config, dtype, sharding
-        # Embedding tables stay replicated: a row gather has no matmul to fold an FSDP all-gather into.
-        self.token_embed = nnx.Param(default_kernel_init(rngs.params(), (c.vocab_size, d), param_dtype))
-        self.pos_embed = nnx.Param(default_kernel_init(rngs.params(), (c.max_positions, d), param_dtype))
+        # Stored on their specs (the original's `embed`, `text_pos_embed`), gathered whole for each lookup.
+        self.token_embed = nnx.Param(
+            with_sharding(default_kernel_init, sharding.token_embed)(rngs.params(), (c.vocab_size, d), param_dtype)
+        )
+        self.pos_embed = nnx.Param(
+            with_sharding(default_kernel_init, sharding.text_pos_embed)(
+                rngs.params(), (c.max_positions, d), param_dtype
+            )
+        )
         self.blocks = Encoder(
             c.num_layers,
             remat=use_gradient_checkpointing,
@@ -169,9 +176,9 @@ class TextTower(nnx.Module):
     def embed(self, input_ids: Int[Array, "B T"]) -> Float[Array, "B T D"]:
         self.check_ids(input_ids)
         t = input_ids.shape[1]
-        tokens = jnp.take(self.token_embed[...], input_ids, axis=0).astype(self.dtype)
-        tokens = tokens + self.pos_embed[...][:t].astype(self.dtype)
-        return shard(tokens, self.sharding.act_btd)
+        input_ids = shard_input(input_ids, self.sharding.batch, "input_ids")
+        tokens = take_rows(self.token_embed[...], input_ids).astype(self.dtype)
+        return tokens + gathered(self.pos_embed[...])[:t].astype(self.dtype)
 
     def encode(self, input_ids: Int[Array, "B T"], attention_mask: Int[Array, "B T"] | None = None, **kwargs):
         """The block stack on `embed(input_ids)` (`Encoder.__call__`'s extras via `kwargs`)."""
@@ -207,14 +214,14 @@ class TextTower(nnx.Module):
         """SigLIP's `head`; the identity without one."""
         if self.head is None:
             return pooled
-        out = einsum("BD,DP->BP", pooled, self.head.kernel[...].astype(self.dtype), self.sharding.act_bc)
-        return out + self.head.bias[...].astype(self.dtype)
+        out = einsum("BD,DP->BP", pooled, self.head.kernel[...].astype(self.dtype))
+        return out + like(self.head.bias[...], out).astype(self.dtype)
 
     def __call__(
         self, input_ids: Int[Array, "B T"], attention_mask: Int[Array, "B T"] | None = None
     ) -> Float[Array, "B P"]:
         """One vector per text (HF `pooler_output`)."""
-        return self.project(self.pool(self.forward_features(input_ids, attention_mask), input_ids))
+        return output(self.project(self.pool(self.forward_features(input_ids, attention_mask), input_ids)))
 
 
 __all__ = ["TextTower", "TextTowerConfig"]

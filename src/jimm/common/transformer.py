@@ -19,7 +19,8 @@ from jaxtyping import Array, Bool, Float
 
 from . import init as initializers
 from .attention import AttentionFn, apply_attention_weights, attention_weights, check_dropout_support, xla_attention
-from .sharding import ShardingSpec, Spec, active_mesh, check_fits, gather_for, place, shard, with_sharding
+from .placement import Spec, constrain, einsum, like, place, with_sharding
+from .sharding import Plan
 
 _SQRT_HALF = np.float32(np.sqrt(0.5))
 
@@ -62,24 +63,6 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 default_kernel_init = initializers.default_kernel_init  # trunc normal, std 0.02 (HF's initializer_range)
 
 
-def einsum(equation: str, x: jax.Array, kernel: jax.Array, out_spec: Spec) -> jax.Array:
-    """`jnp.einsum` under a mesh: gathers the kernel's FSDP axes first and names the output sharding.
-
-    The output sharding is needed when a contracted dimension stays sharded (tensor parallel: an all-reduce).
-    """
-    mesh = active_mesh()
-    if mesh is None:
-        return jnp.einsum(equation, x, kernel)
-    kernel = gather_for(equation, x, kernel)
-    if out_spec is None:
-        return jnp.einsum(equation, x, kernel)
-    inputs, output = equation.replace(" ", "").split("->")
-    sizes = dict(zip(inputs.replace(",", ""), (*x.shape, *kernel.shape), strict=True))
-    out_shape = tuple(sizes[letter] for letter in output)
-    check_fits(f"einsum {equation!r} output", out_shape, out_spec, mesh)
-    return jnp.einsum(equation, x, kernel, out_sharding=out_spec)
-
-
 class LayerNorm(nnx.LayerNorm):
     """LayerNorm with the two-pass variance torch uses (flax's fast variance loses ~1e-6 on large means)."""
 
@@ -94,6 +77,19 @@ class LayerNorm(nnx.LayerNorm):
             bias_init=with_sharding(initializers.zeros, spec),
             rngs=rngs,
         )
+
+    def __call__(self, x: Float[Array, "... D"], *, mask: jax.Array | None = None) -> Float[Array, "... D"]:
+        scale, bias = like(self.scale[...], x), like(self.bias[...], x)
+        if mask is not None or (scale is self.scale[...] and bias is self.bias[...]):
+            return super().__call__(x, mask=mask)
+        # A scale / bias stored sharded (the `layernorm` field) under Explicit axes, gathered to fit `x`:
+        # flax's own steps (float32 statistics, two-pass variance) on the gathered values.
+        x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
+        stats = jnp.asarray(x, jnp.promote_types(self.dtype or x.dtype, jnp.float32))
+        mean = stats.mean(-1, keepdims=True)
+        var = jnp.square(stats - mean).mean(-1, keepdims=True)
+        y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+        return jnp.asarray(y, self.dtype or jnp.result_type(x, scale, bias))
 
 
 class Attention(nnx.Module):
@@ -116,7 +112,7 @@ class Attention(nnx.Module):
         qkv_bias: bool | tuple[bool, bool, bool],
         attention_dropout: float,
         attention_fn: AttentionFn | None,
-        sharding: ShardingSpec,
+        sharding: Plan,
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
@@ -162,8 +158,11 @@ class Attention(nnx.Module):
         self, x: Float[Array, "B T D"], rope: tuple[jax.Array, jax.Array] | None = None
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         # The dot's natural output layout [B, T, 3, N, H]: a K-leading output costs a transpose on CPU.
-        qkv = einsum("BTD,DKNH->BTKNH", x.astype(self.dtype), self.qkv_kernel[...].astype(self.dtype), None)
-        bias = None if self.qkv_bias is None else self.qkv_bias[...].astype(self.dtype)
+        heads = self.sharding.heads
+        qkv = einsum(
+            "BTD,DKNH->BTKNH", x.astype(self.dtype), self.qkv_kernel[...].astype(self.dtype), None, None, heads
+        )
+        bias = None if self.qkv_bias is None else like(self.qkv_bias[...], qkv).astype(self.dtype)
         if bias is not None and len(self.bias_slots) == 3:
             qkv = qkv + bias
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
@@ -176,8 +175,7 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        spec = self.sharding.act_btnh
-        return shard(q, spec), shard(k, spec), shard(v, spec)
+        return constrain(q, None, heads), constrain(k, None, heads), constrain(v, None, heads)
 
     def weights(self, x: Float[Array, "B T D"], *, mask: jax.Array | None = None, rope=None) -> Float[Array, "B N T T"]:
         """Attention probabilities, always through the explicit XLA path."""
@@ -204,10 +202,9 @@ class Attention(nnx.Module):
             out = apply_attention_weights(self.attn_drop(weights) if dropout else weights, v)
         else:
             out = self.attention_fn(q, k, v) if mask is None else self.attention_fn(q, k, v, mask=mask)
-        out = shard(out, self.sharding.act_btnh)
-        y = einsum("BTNH,NHD->BTD", out, self.out_kernel[...].astype(self.dtype), self.sharding.act_btd)
-        if self.out_bias is not None:
-            y = y + self.out_bias[...].astype(self.dtype)
+        out = constrain(out, None, self.sharding.heads)
+        y = einsum("BTNH,NHD->BTD", out, self.out_kernel[...].astype(self.dtype))
+        y = _add_bias(y, self.out_bias)
         return (y, weights) if return_weights else y
 
 
@@ -287,7 +284,7 @@ class MLP(nnx.Module):
         hidden: int,
         *,
         act: str,
-        sharding: ShardingSpec,
+        sharding: Plan,
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
@@ -312,9 +309,11 @@ class MLP(nnx.Module):
         )
 
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
-        h = einsum("BTD,DF->BTF", x.astype(self.dtype), self.fc1_kernel[...].astype(self.dtype), self.sharding.act_btf)
+        h = einsum(
+            "BTD,DF->BTF", x.astype(self.dtype), self.fc1_kernel[...].astype(self.dtype), None, self.sharding.hidden
+        )
         h = self.act(_add_bias(h, self.fc1_bias))
-        y = einsum("BTF,FD->BTD", h, self.fc2_kernel[...].astype(self.dtype), self.sharding.act_btd)
+        y = einsum("BTF,FD->BTD", h, self.fc2_kernel[...].astype(self.dtype))
         return _add_bias(y, self.fc2_bias)
 
 
@@ -331,7 +330,7 @@ class GatedMLP(nnx.Module):
         hidden: int,
         *,
         act: str,
-        sharding: ShardingSpec,
+        sharding: Plan,
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
@@ -360,10 +359,17 @@ class GatedMLP(nnx.Module):
         )
 
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
-        h = einsum("BTD,DKF->BTKF", x.astype(self.dtype), self.gate_up_kernel[...].astype(self.dtype), None)
+        h = einsum(
+            "BTD,DKF->BTKF",
+            x.astype(self.dtype),
+            self.gate_up_kernel[...].astype(self.dtype),
+            None,
+            None,
+            self.sharding.hidden,
+        )
         h = _add_bias(h, self.gate_up_bias)
-        h = shard(self.act(h[:, :, 0]) * h[:, :, 1], self.sharding.act_btf)
-        y = einsum("BTF,FD->BTD", h, self.down_kernel[...].astype(self.dtype), self.sharding.act_btd)
+        h = constrain(self.act(h[:, :, 0]) * h[:, :, 1], None, self.sharding.hidden)
+        y = einsum("BTF,FD->BTD", h, self.down_kernel[...].astype(self.dtype))
         return _add_bias(y, self.down_bias)
 
 
@@ -371,7 +377,7 @@ MLPS = {"mlp": MLP, "gated": GatedMLP}
 
 
 def _add_bias(x: jax.Array, bias: nnx.Param | None) -> jax.Array:
-    return x if bias is None else x + bias[...].astype(x.dtype)
+    return x if bias is None else x + like(bias[...], x).astype(x.dtype)
 
 
 def _insert_axis(spec: Spec, position: int) -> Spec:
@@ -386,11 +392,12 @@ def _insert_axis(spec: Spec, position: int) -> Spec:
 class LayerScale(nnx.Module):
     """Per-channel scale of a residual branch, `gamma * x` (CaiT, Touvron et al., 2021; timm's `ls1`/`ls2`)."""
 
-    def __init__(self, dim: int, init_value: float, *, param_dtype: DTypeLike):
-        self.gamma = nnx.Param(jnp.asarray(np.full((dim,), init_value, np.dtype(param_dtype))))
+    def __init__(self, dim: int, init_value: float, *, spec: Spec = None, param_dtype: DTypeLike):
+        gamma = jnp.asarray(np.full((dim,), init_value, np.dtype(param_dtype)))
+        self.gamma = nnx.Param(with_sharding(lambda *_: gamma, spec)(None, (dim,), param_dtype))
 
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
-        return x * self.gamma[...].astype(x.dtype)
+        return x * like(self.gamma[...], x).astype(x.dtype)
 
 
 class DropPath(nnx.Module):
@@ -432,7 +439,7 @@ class Block(nnx.Module):
         dropout: float,
         attention_dropout: float,
         attention_fn: AttentionFn | None,
-        sharding: ShardingSpec,
+        sharding: Plan,
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
@@ -462,10 +469,13 @@ class Block(nnx.Module):
             raise ValueError(f"unknown MLP kind {mlp!r}; choose one of {sorted(MLPS)}")
         self.mlp = MLPS[mlp](dim, mlp_dim, act=act, sharding=sharding, bias=mlp_bias, **common)
         self.drop = nnx.Dropout(dropout, deterministic=True, rngs=rngs)
-        self.act_spec = sharding.act_btd
         scale = layer_scale_init_value
-        self.ls1 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
-        self.ls2 = LayerScale(dim, scale, param_dtype=param_dtype) if scale is not None else None
+        self.ls1 = (
+            LayerScale(dim, scale, spec=sharding.layer_scale, param_dtype=param_dtype) if scale is not None else None
+        )
+        self.ls2 = (
+            LayerScale(dim, scale, spec=sharding.layer_scale, param_dtype=param_dtype) if scale is not None else None
+        )
         self.drop_path1 = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate > 0 else None
         self.drop_path2 = DropPath(drop_path_rate, rngs=rngs) if drop_path_rate > 0 else None
 
@@ -486,8 +496,8 @@ class Block(nnx.Module):
     ) -> Float[Array, "B T D"] | tuple[Float[Array, "B T D"], Float[Array, "B N T T"]]:
         attn = self.attn(self.norm1(x), mask=mask, rope=rope, return_weights=return_attention_weights)
         attn, weights = attn if return_attention_weights else (attn, None)
-        x = shard(x + self._branch(attn, self.ls1, self.drop_path1, drop_path_rate), self.act_spec)
-        x = shard(x + self._branch(self.mlp(self.norm2(x)), self.ls2, self.drop_path2, drop_path_rate), self.act_spec)
+        x = constrain(x + self._branch(attn, self.ls1, self.drop_path1, drop_path_rate))
+        x = constrain(x + self._branch(self.mlp(self.norm2(x)), self.ls2, self.drop_path2, drop_path_rate))
         return (x, weights) if return_attention_weights else x
 
 

@@ -28,9 +28,10 @@ from jaxtyping import Array, Float
 
 from . import init as initializers
 from .attention import AttentionFn
+from .placement import batch_like, gathered, like, output, reshape_batched, shard_input, with_sharding
 from .pooling import MAPHead
 from .resample import RESAMPLE_MODES, resample_pos_embed
-from .sharding import ShardingSpec, reshape_batched, shard, with_sharding
+from .sharding import Plan
 from .transformer import (
     ACTIVATIONS,
     MLPS,
@@ -159,7 +160,7 @@ class VisionTowerConfig:
         return dataclasses.replace(self, **changes)
 
     def param_shapes(self, num_labels: int = 0) -> dict[str, tuple[int, ...]]:
-        """Per-layer parameter shapes by `ShardingSpec` field, to check a spec against a mesh before building."""
+        """Per-layer parameter shapes by `Plan` field, to check a spec against a mesh before building."""
         d, n, f = self.hidden_size, self.num_heads, self.mlp_dim
         ph, pw = self.patch_size
         return {
@@ -188,7 +189,7 @@ class PatchEmbed(nnx.Module):
         self,
         config: VisionTowerConfig,
         *,
-        sharding: ShardingSpec,
+        sharding: Plan,
         dtype: DTypeLike,
         param_dtype: DTypeLike,
         rngs: nnx.Rngs,
@@ -200,7 +201,7 @@ class PatchEmbed(nnx.Module):
         )
         zeros = with_sharding(initializers.zeros, sharding.patch_bias)
         self.bias = nnx.Param(zeros(rngs.params(), (config.hidden_size,), param_dtype)) if config.patch_bias else None
-        self.patch_hw, self.dtype, self.out_spec = (ph, pw), dtype, sharding.act_btd
+        self.patch_hw, self.dtype = (ph, pw), dtype
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:
         b, h, w, c = x.shape
@@ -211,8 +212,8 @@ class PatchEmbed(nnx.Module):
         patches = reshape_batched(x, (b, gh, ph, gw, pw, c)).transpose(0, 1, 3, 2, 4, 5)
         patches = reshape_batched(patches, (b, gh * gw, ph * pw * c))
         kernel = self.kernel[...].reshape(ph * pw * c, -1).astype(self.dtype)
-        out = einsum("BTP,PD->BTD", patches.astype(self.dtype), kernel, self.out_spec)
-        return out if self.bias is None else out + self.bias[...].astype(self.dtype)
+        out = einsum("BTP,PD->BTD", patches.astype(self.dtype), kernel)
+        return out if self.bias is None else out + like(self.bias[...], out).astype(self.dtype)
 
 
 def take_indices(num_blocks: int, indices: int | Sequence[int] | None) -> list[int]:
@@ -248,7 +249,7 @@ class VisionTower(nnx.Module):
         *,
         attention_fn: AttentionFn | None,
         use_gradient_checkpointing: bool,
-        sharding: ShardingSpec,
+        sharding: Plan,
         remat_policy: str | None = None,
         scan_layers: bool = True,
         dtype: DTypeLike,
@@ -264,7 +265,7 @@ class VisionTower(nnx.Module):
 
         self.cls_token = token((1, 1, d), sharding.cls_token) if c.class_token else None
         self.dist_token = token((1, 1, d), sharding.cls_token) if c.distilled else None
-        self.reg_token = token((1, c.num_register_tokens, d)) if c.num_register_tokens else None
+        self.reg_token = token((1, c.num_register_tokens, d), sharding.reg_token) if c.num_register_tokens else None
         self.mask_token = token((1, d), init=initializers.zeros) if c.mask_token else None
         self.pos_embed = token((1, c.num_pos_embed, d), sharding.pos_embed) if c.position == "learned" else None
         self.pos_drop = nnx.Dropout(
@@ -339,7 +340,7 @@ class VisionTower(nnx.Module):
         """Learned position embeddings for a `grid_hw` patch grid, resampled (the family's kernel) when it differs."""
         c = self.config
         return resample_pos_embed(
-            self.pos_embed[...],
+            gathered(self.pos_embed[...]),
             c.grid_hw,
             grid_hw,
             num_prefix_tokens=c.num_pos_prefix,
@@ -361,11 +362,11 @@ class VisionTower(nnx.Module):
     def embed(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:
         c = self.config
         grid = self.check_images(x)
-        tokens = self.patch_embed(shard(x, self.sharding.batch_spec(x.ndim), "images"))
+        tokens = self.patch_embed(shard_input(x, self.sharding.batch, "images"))
         b, _, d = tokens.shape
 
         def expand(t):
-            return shard(jnp.broadcast_to(t[...].astype(tokens.dtype), (b, t.shape[1], d)), self.sharding.act_btd)
+            return batch_like(jnp.broadcast_to(like(t[...], tokens).astype(tokens.dtype), (b, t.shape[1], d)), tokens)
 
         leading = [expand(t) for t in (self.cls_token, self.dist_token) if t is not None]
         registers = [expand(self.reg_token)] if self.reg_token is not None else []
@@ -383,7 +384,7 @@ class VisionTower(nnx.Module):
                 tokens = jnp.concatenate([*leading, *registers, tokens + pos], axis=1)
         if self.pre_norm is not None:
             tokens = self.pre_norm(tokens)
-        return shard(self.pos_drop(tokens), self.sharding.act_btd)
+        return self.pos_drop(tokens)
 
     def encode(self, x: Float[Array, "B height width C"], **kwargs):
         """The block stack on `embed(x)` with this image's RoPE (`Encoder.__call__`'s extras via `kwargs`)."""
@@ -455,7 +456,7 @@ class VisionTower(nnx.Module):
             pooled = (features[:, 0] + features[:, 1]) / 2
         else:
             pooled = features[:, 0]
-        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
+        return output(self.fc_norm(pooled) if self.fc_norm is not None else pooled)
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B D"]:
         """The pooled representation (the class token after the final LayerNorm, for plain ViT)."""

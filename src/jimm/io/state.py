@@ -32,7 +32,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from ..common.sharding import active_mesh, place
+from ..common.placement import active_mesh, place, tracing
 
 Converter = Callable[[np.ndarray], np.ndarray]
 Path_ = tuple[Any, ...]
@@ -160,14 +160,19 @@ def fresh_rng_state(variables: dict[Path_, nnx.Variable], rngs: nnx.Rngs | None)
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     stream = rngs["dropout"] if "dropout" in rngs else rngs.default  # noqa: SIM401 (nnx.Rngs.get is no dict get)
     base_key = stream.key[...]
-    seed = np.asarray(jax.random.key_data(base_key)).tobytes()
+    traced = tracing()  # a model loaded inside `jax.jit`: the seed is a tracer, so keys come from jax ops
+    seed = b"" if traced else np.asarray(jax.random.key_data(base_key)).tobytes()
     impl = jax.random.key_impl(base_key)
     out = {}
     for path, variable in variables.items():
         if isinstance(variable, nnx.Param):
             continue
         value = variable.get_value()
-        if isinstance(variable, nnx.RngKey):
+        if isinstance(variable, nnx.RngKey) and traced:
+            salt = int.from_bytes(hashlib.sha256(repr(path).encode()).digest()[:4], "little") & 0x7FFFFFFF
+            key = jax.random.fold_in(base_key, salt)
+            out[path] = variable.replace(value=jax.random.split(key, value.shape) if value.shape else key)
+        elif isinstance(variable, nnx.RngKey):
             digest = hashlib.sha256(seed + repr(path).encode()).digest()
             generator = np.random.default_rng(np.frombuffer(digest, np.uint32))
             data = generator.integers(0, 2**32, size=(*value.shape, *np.shape(jax.random.key_data(base_key))))
@@ -267,7 +272,8 @@ def read_params(checkpoint, table: Sequence[Slot], variables: dict[Path_, nnx.Va
     entries = checkpoint.entries()
     largest = max((int(np.prod(entries[s.name][0])) * np.dtype(entries[s.name][1]).itemsize for s in table), default=0)
     local = threading.local()
-    mesh = jax.sharding.get_mesh() if active_mesh() is not None else None  # thread-local: re-entered per worker
+    traced = tracing()  # inside `jax.jit`: values become constants of the program, filled in this thread
+    mesh = jax.sharding.get_mesh() if active_mesh() is not None and not traced else None  # re-entered per worker
     by_layer = STACK_ON_DEVICE if STACK_ON_DEVICE is not None else jax.devices()[0].platform != "cpu"
 
     def fill_host(shape: tuple[int, ...], dtype, slots: Sequence[Slot]) -> np.ndarray:
@@ -299,7 +305,7 @@ def read_params(checkpoint, table: Sequence[Slot], variables: dict[Path_, nnx.Va
         on_device = [place(fill_host(value.shape[1:], value.dtype, layer), layer_spec) for layer in layers]
         return variable.replace(value=jnp.stack(on_device))
 
-    workers = min(LOAD_THREADS, os.cpu_count() or 1, len(by_param))
+    workers = 1 if traced else min(LOAD_THREADS, os.cpu_count() or 1, len(by_param))
     if workers <= 1:
         return {param: fill(param) for param in by_param}
     out, pending = {}, collections.deque()

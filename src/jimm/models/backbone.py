@@ -17,7 +17,8 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from ..common import init as initializers
-from ..common.sharding import resolve_sharding, shard, with_sharding
+from ..common.placement import like, output, with_sharding
+from ..common.sharding import resolve_sharding
 from ..common.transformer import default_kernel_init, einsum
 from ..common.vision import VisionFeatures, VisionTower
 
@@ -67,7 +68,6 @@ class BackboneModel(VisionFeatures, nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.logits_spec = sharding.act_bc
         self.classifier = (
             nnx.Linear(
                 2 * d,
@@ -105,8 +105,8 @@ class BackboneModel(VisionFeatures, nnx.Module):
         if pre_logits:
             return pooled
         kernel = self.classifier.kernel[...].astype(self.dtype)
-        logits = einsum("BD,DC->BC", pooled.astype(self.dtype), kernel, self.logits_spec)
-        return shard(logits + self.classifier.bias[...].astype(self.dtype), self.logits_spec)
+        logits = einsum("BD,DC->BC", pooled.astype(self.dtype), kernel)
+        return output(logits + like(self.classifier.bias[...], logits).astype(self.dtype))
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B C"]:
         """The class-token embedding `[B, D]`, or logits `[B, num_classes]` for a model with a head."""

@@ -16,12 +16,13 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from ...common.sharding import ShardingSpec, ViTSharding
+from ...common.sharding import CLIPSharding, ShardingSpec
 from ..image_text.model import ImageTextModel, TextModel, VisionModel
 from .config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 
 class _CLIPFamily:
+    SHARDING = CLIPSharding  # the default spec of `from_pretrained`
     CONFIG = CLIPConfig
     HF_PREFIX = "CLIP"
     PROJECTS = True
@@ -75,7 +76,7 @@ class CLIP(_CLIPFamily, ImageTextModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = CLIPSharding,
         *,
         config: CLIPConfig | None = None,
         remat_policy: str | None = None,
@@ -128,7 +129,7 @@ class CLIPVisionModel(_CLIPFamily, VisionModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = CLIPSharding,
         *,
         config: CLIPConfig | None = None,
         with_projection: bool = True,
@@ -175,7 +176,7 @@ class CLIPTextModel(_CLIPFamily, TextModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = CLIPSharding,
         *,
         config: CLIPConfig | None = None,
         with_projection: bool = True,

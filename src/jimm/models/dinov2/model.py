@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from ...common.sharding import ShardingSpec, ViTSharding
+from ...common.sharding import DINOv2Sharding, ShardingSpec
 from ..backbone import BackboneModel
 from .config import PLAIN, REGISTERS, DINOv2Config
 
@@ -47,7 +47,7 @@ class DINOv2Model(BackboneModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = DINOv2Sharding,
         *,
         num_register_tokens: int = 0,
         use_swiglu_ffn: bool = False,
@@ -145,7 +145,7 @@ class DINOv2Model(BackboneModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = DINOv2Sharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         do_classification: bool | None = None,
@@ -182,7 +182,7 @@ class DINOv2Model(BackboneModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = DINOv2Sharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         *,

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from ...common.sharding import ShardingSpec, ViTSharding
+from ...common.sharding import DINOv3Sharding, ShardingSpec
 from ..backbone import BackboneModel
 from .config import DINOv3Config
 
@@ -51,7 +51,7 @@ class DINOv3Model(BackboneModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = DINOv3Sharding,
         *,
         num_classes: int | None = None,
         id2label: dict[int, str] | None = None,
@@ -134,7 +134,7 @@ class DINOv3Model(BackboneModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = DINOv3Sharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         do_classification: bool | None = None,
@@ -170,7 +170,7 @@ class DINOv3Model(BackboneModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = DINOv3Sharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         *,

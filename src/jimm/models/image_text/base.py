@@ -17,7 +17,8 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
 from ...common import init as initializers
-from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding, shard, with_sharding
+from ...common.placement import like, output, with_sharding
+from ...common.sharding import Plan, ShardingSpec, ViTSharding, resolve_sharding
 from ...common.text import TextTower
 from ...common.transformer import default_kernel_init, einsum
 from ...common.vision import VisionTower
@@ -39,17 +40,15 @@ class Family:
     preprocessor_json: str | None
     tokenizer: Any
 
-    def _setup(self, config, sharding: ShardingSpec | None, dtype: DTypeLike) -> ShardingSpec:
+    def _setup(self, config, sharding: ShardingSpec | None, dtype: DTypeLike) -> Plan:
         if not isinstance(config, self.CONFIG):
             raise TypeError(f"{type(self).__name__} takes a {self.CONFIG.__name__}, got {type(config).__name__}")
         self.config, self.dtype = config, dtype
         self.preprocessor_json = None  # the checkpoint's preprocessor_config.json, kept for saving
         self.tokenizer = None  # the checkpoint's `jimm.Tokenizer` (from_pretrained), for `tokenize` / `zero_shot`
-        sharding = resolve_sharding(sharding)
-        self.out_spec = sharding.act_bc
-        return sharding
+        return resolve_sharding(sharding)
 
-    def _linear(self, d_in: int, d_out: int, *, bias: bool, sharding: ShardingSpec, param_dtype, rngs) -> nnx.Linear:
+    def _linear(self, d_in: int, d_out: int, *, bias: bool, sharding: Plan, param_dtype, rngs) -> nnx.Linear:
         return nnx.Linear(
             d_in,
             d_out,
@@ -62,8 +61,8 @@ class Family:
         )
 
     def _apply(self, layer: nnx.Linear, x: Float[Array, "B D"]) -> Float[Array, "B P"]:
-        out = einsum("BD,DP->BP", x.astype(self.dtype), layer.kernel[...].astype(self.dtype), self.out_spec)
-        return out if layer.bias is None else out + layer.bias[...].astype(self.dtype)
+        out = einsum("BD,DP->BP", x.astype(self.dtype), layer.kernel[...].astype(self.dtype))
+        return output(out if layer.bias is None else out + like(layer.bias[...], out).astype(self.dtype))
 
     def _missing(self, what: str):
         other = {"vision": "an image", "text": "a text"}[self.TOWERS[0]]
@@ -114,7 +113,7 @@ class Family:
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         **kwargs: Any,
@@ -139,6 +138,8 @@ class Family:
         """
         from .pretrained import load_pretrained
 
+        if sharding is ViTSharding:  # the family's own default (CLIPSharding, SigLIPSharding)
+            sharding = getattr(cls, "SHARDING", ViTSharding)
         return load_pretrained(
             cls,
             model_name_or_path,
@@ -206,7 +207,7 @@ class ImageEncoder:
                 "pass do_projection=False for the pooled features, or load a CLIP / "
                 "CLIPVisionModelWithProjection checkpoint"
             )
-        return shard(self._apply(self.visual_projection, pooled), self.out_spec)
+        return self._apply(self.visual_projection, pooled)
 
 
 class TextEncoder:
@@ -240,7 +241,7 @@ class TextEncoder:
                 f"this {type(self).__name__} has no text projection (its checkpoint is a CLIPTextModel); pass "
                 "do_projection=False for the pooled features, or load a CLIP / CLIPTextModelWithProjection checkpoint"
             )
-        return shard(self._apply(self.text_projection, pooled), self.out_spec)
+        return self._apply(self.text_projection, pooled)
 
 
 __all__ = ["Family", "ImageEncoder", "TextEncoder"]

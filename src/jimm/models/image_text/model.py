@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import PartitionSpec
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
-from ...common.sharding import ShardingSpec, ViTSharding, shard
+from ...common.placement import gathered, like, output
+from ...common.sharding import Plan, ShardingSpec, ViTSharding
 from ...common.text import TextTower
 from ...common.vision import VisionFeatures, VisionTower
 from .base import Family, ImageEncoder, TextEncoder
@@ -47,7 +47,7 @@ def _towers_kwargs(use_gradient_checkpointing, remat_policy, scan_layers, shardi
     )
 
 
-def _check(sharding: ShardingSpec, *shape_maps: dict) -> None:
+def _check(sharding: Plan, *shape_maps: dict) -> None:
     for shapes in shape_maps:
         sharding.check_shapes(shapes)
 
@@ -69,7 +69,7 @@ class ImageTextModel(Family, ImageEncoder, TextEncoder, VisionFeatures, nnx.Modu
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         remat_policy: str | None = None,
         scan_layers: bool = True,
     ):
@@ -125,12 +125,12 @@ class ImageTextModel(Family, ImageEncoder, TextEncoder, VisionFeatures, nnx.Modu
         """`exp(logit_scale) * cos(image, text)` (+ `logit_bias`), image by text."""
         image = image_embeds / jnp.linalg.norm(image_embeds, axis=-1, keepdims=True)
         text = text_embeds / jnp.linalg.norm(text_embeds, axis=-1, keepdims=True)
-        text = shard(text, PartitionSpec(None, None), "text embeddings")  # every image meets every text: gather them
+        text = gathered(text)  # every image meets every text: the logits keep the images' batch sharding
         scale = jnp.exp(self.logit_scale[...].astype(jnp.float32)).reshape(())
         logits = jnp.einsum("IP,JP->IJ", image.astype(jnp.float32), text.astype(jnp.float32)) * scale
         if self.logit_bias is not None:
-            logits = logits + self.logit_bias[...].astype(jnp.float32).reshape(())
-        return shard(logits, self.out_spec)
+            logits = logits + like(self.logit_bias[...], logits).astype(jnp.float32).reshape(())
+        return output(logits)
 
     def probabilities(self, logits: Float[Array, "I J"]) -> Float[Array, "I J"]:
         """Zero-shot probabilities from logits: a softmax over the texts (CLIP) or a sigmoid per pair (SigLIP)."""
@@ -167,7 +167,7 @@ class VisionModel(Family, ImageEncoder, VisionFeatures, nnx.Module):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         remat_policy: str | None = None,
         scan_layers: bool = True,
     ):
@@ -218,7 +218,7 @@ class VisionModel(Family, ImageEncoder, VisionFeatures, nnx.Module):
         pooled = self.vision_model.patch_tokens(features).mean(axis=1)
         if pre_logits or not self.do_classification:
             return pooled
-        return shard(self._apply(self.classifier, pooled), self.out_spec)
+        return self._apply(self.classifier, pooled)
 
     def __call__(self, images: Float[Array, "B height width C"], do_projection: bool = True) -> Float[Array, "B P"]:
         """Class logits `[B, C]` with a classifier, else the image embedding (`encode_image`)."""
@@ -245,7 +245,7 @@ class TextModel(Family, TextEncoder, nnx.Module):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         remat_policy: str | None = None,
         scan_layers: bool = True,
     ):

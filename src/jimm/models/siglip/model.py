@@ -17,12 +17,13 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from ...common.sharding import ShardingSpec, ViTSharding
+from ...common.sharding import ShardingSpec, SigLIPSharding
 from ..image_text.model import ImageTextModel, TextModel, VisionModel
 from .config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
 
 
 class _SiglipFamily:
+    SHARDING = SigLIPSharding  # the default spec of `from_pretrained`
     CONFIG = SiglipConfig
     HF_PREFIX = "Siglip"
     PROJECTS = False
@@ -75,7 +76,7 @@ class SigLIP(_SiglipFamily, ImageTextModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = SigLIPSharding,
         *,
         config: SiglipConfig | None = None,
         remat_policy: str | None = None,
@@ -126,7 +127,7 @@ class SigLIPVisionModel(_SiglipFamily, VisionModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = SigLIPSharding,
         *,
         config: SiglipConfig | None = None,
         do_classification: bool = False,
@@ -171,7 +172,7 @@ class SigLIPTextModel(_SiglipFamily, TextModel):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = SigLIPSharding,
         *,
         config: SiglipConfig | None = None,
         remat_policy: str | None = None,

@@ -19,7 +19,8 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from ...common import init as initializers
-from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding, shard, with_sharding
+from ...common.placement import like, output, with_sharding
+from ...common.sharding import ShardingSpec, ViTSharding, resolve_sharding
 from ...common.transformer import ACTIVATIONS, default_kernel_init, einsum
 from ...common.vision import VisionFeatures, VisionTower
 from .config import ViTConfig
@@ -51,7 +52,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         *,
         hidden_act: str | None = None,
         layer_norm_eps: float = 1e-12,
@@ -136,7 +137,6 @@ class VisionTransformer(VisionFeatures, nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.logits_spec = sharding.act_bc
         head = dict(
             dtype=dtype,
             param_dtype=param_dtype,
@@ -171,7 +171,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         """
         if self.pooler is not None and not pre_logits:
             fn = jnp.tanh if self.config.pooler_act == "tanh" else ACTIVATIONS[self.config.pooler_act]
-            return fn(self._linear(self.pooler, features[:, 0]))
+            return output(fn(self._linear(self.pooler, features[:, 0])))
         if pre_logits or not self.do_classification:
             return self.encoder.pool(features)
         if self.config.distilled:
@@ -179,11 +179,11 @@ class VisionTransformer(VisionFeatures, nnx.Module):
             logits = (cls_logits + self._linear(self.classifier_dist, features[:, 1])) / 2
         else:
             logits = self._linear(self.classifier, self.encoder.pool(features))
-        return shard(logits, self.logits_spec)
+        return output(logits)
 
     def _linear(self, layer: nnx.Linear, x: Float[Array, "B D"]) -> Float[Array, "B C"]:
-        logits = einsum("BD,DC->BC", x, layer.kernel[...].astype(self.dtype), self.logits_spec)
-        return logits + layer.bias[...].astype(self.dtype)
+        logits = einsum("BD,DC->BC", x, layer.kernel[...].astype(self.dtype))
+        return logits + like(layer.bias[...], logits).astype(self.dtype)
 
     def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B C"]:
         """Logits `[B, num_classes]`, or the pooled class token `[B, D]` when `do_classification=False` (a `ViTModel`'s
@@ -198,7 +198,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         do_classification: bool | None = None,
@@ -234,7 +234,7 @@ class VisionTransformer(VisionFeatures, nnx.Module):
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        sharding: ShardingSpec | None = ViTSharding,
+        sharding: ShardingSpec | type | None = ViTSharding,
         use_gradient_checkpointing: bool = False,
         attention_fn: Callable[..., Any] | None = None,
         *,
