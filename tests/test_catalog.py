@@ -1,0 +1,214 @@
+"""The catalog against transformers: every entry's parameter count at full depth (transformers on the meta device,
+jimm from shapes alone, and the number recorded in the catalog agree), and every distinct architecture at its real
+widths with 2 layers per tower (random non-trivial weights saved by transformers, loaded by `jimm.from_pretrained`)
+giving transformers' outputs at the native image size within 1e-4 relative.
+
+Entries whose config differs only in depth-independent metadata (hub, preprocessing, source) share one model. Entries
+that fail only because of issue 16's three bugs (an image size that is not a multiple of the patch, a `ViTModel`'s
+pooler, a DINOv2 checkpoint without `mask_token`), fixed on branch real-fixes, are strict xfails.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from image_text_fixtures import perturb, quiet_transformers
+
+import jimm
+from jimm.models import catalog
+from jimm.models.catalog_data import ENTRIES
+
+FIX = "issue 16 fix on branch real-fixes"
+RTOL = 1e-4  # max |ours - theirs| <= RTOL * max |theirs|, per output
+
+
+def known_bug(entry: catalog.CatalogEntry) -> str | None:
+    """Which of issue 16's bugs (fixed on branch real-fixes) this entry meets, if any."""
+    if entry.architecture == "ViTModel":
+        return "ViTModel: pooler and architectures not honoured"
+    vision = entry.config.get("vision_config", entry.config)
+    if vision.get("image_size", 0) % vision.get("patch_size", 1):
+        return "image size not a multiple of the patch"
+    return None
+
+
+def marks(entry):
+    return [pytest.mark.xfail(strict=True, reason=f"{FIX}: {known_bug(entry)}")] if known_bug(entry) else []
+
+
+def hf_model_of(config: dict):
+    """transformers' model for an entry-style config dict (its `architectures` class), random weights."""
+    import transformers
+
+    config = json.loads(json.dumps(config))
+    architecture = config.pop("architectures")[0]
+    return getattr(transformers, architecture)(transformers.AutoConfig.for_model(config.pop("model_type"), **config))
+
+
+def hf_param_count(entry) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in hf_model_of(entry.config).parameters())
+
+
+# -- the catalog itself ----------------------------------------------------------------------------------------------
+
+
+def test_entries_are_unique_and_named_after_their_hub_ids():
+    names = [e.name for e in ENTRIES]
+    assert len(set(names)) == len(names) == len(catalog.list_models())
+    assert len({e.hub_id for e in ENTRIES}) == len(ENTRIES)
+    for entry in ENTRIES:
+        assert entry.name == entry.hub_id.split("/")[1].lower()
+        assert entry.source and entry.params > 0
+        assert (entry.tokenizer is not None) == ("text_config" in entry.config), entry.name
+    assert {e.family for e in ENTRIES} == set(catalog.FAMILIES)
+
+
+def test_list_models_takes_fnmatch_patterns():
+    assert catalog.list_models() == sorted(e.name for e in ENTRIES)
+    assert jimm.list_models("dinov3-vit7b*") == ["dinov3-vit7b16-pretrain-lvd1689m"]
+    siglip2 = jimm.list_models("siglip2-*")
+    assert siglip2 and all(catalog.get_entry(n).family == "siglip2" for n in siglip2)
+    assert jimm.list_models("CLIP-ViT-*-14-*") == jimm.list_models("clip-vit-*-14-*") != []
+    assert jimm.list_models("no-such-model*") == []
+
+
+def test_unknown_name_is_a_clear_error():
+    assert catalog.get_entry("google/vit-base-patch16-224").name == "vit-base-patch16-224"
+    with pytest.raises(KeyError, match=r"not in the jimm catalog.*dinov2-small"):
+        jimm.create_model("dinov2_small")
+
+
+def test_7b_is_inspected_without_allocating():
+    model = nnx.eval_shape(lambda: jimm.create_model("dinov3-vit7b16-pretrain-lvd1689m"))
+    leaves = jax_leaves(nnx.state(model, nnx.Param))
+    assert leaves and all(not hasattr(leaf, "addressable_shards") for leaf in leaves)  # shapes only, no arrays
+    assert catalog.count_params(model) == 6_716_362_752 == catalog.get_entry("dinov3-vit7b16-pretrain-lvd1689m").params
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.name, marks=marks(e)) for e in ENTRIES])
+def test_param_count_at_full_depth(entry):
+    theirs = hf_param_count(entry)
+    assert theirs == entry.params, f"{entry.name}: transformers counts {theirs:,}, the catalog records {entry.params:,}"
+    ours = catalog.abstract_param_count(entry.name)
+    assert ours == theirs, f"{entry.name}: jimm builds {ours:,} parameters, transformers {theirs:,}"
+
+
+# -- every distinct architecture at its real widths, 2 layers per tower, against transformers -------------------------
+
+
+def two_layers(config: dict) -> dict:
+    config = json.loads(json.dumps(config))
+    for tower in (config, config.get("vision_config"), config.get("text_config")):
+        if tower is not None and "num_hidden_layers" in tower:
+            tower["num_hidden_layers"] = 2
+    return config
+
+
+def group_key(entry) -> str:
+    return json.dumps(two_layers(entry.config), sort_keys=True)
+
+
+GROUPS: dict[str, list] = {}
+for _entry in ENTRIES:
+    GROUPS.setdefault(group_key(_entry), []).append(_entry)
+
+
+def native_image(entry) -> np.ndarray:
+    size = entry.config.get("vision_config", entry.config)["image_size"]
+    return np.random.RandomState(0).randn(1, size, size, 3).astype(np.float32)
+
+
+def text_ids(entry) -> np.ndarray:
+    text = entry.config["text_config"]
+    length = text.get("max_position_embeddings", 64)
+    return np.random.RandomState(1).randint(0, text["vocab_size"], size=(1, length)).astype(np.int32)
+
+
+def reference_outputs(hf, entry) -> dict[str, np.ndarray]:
+    """transformers' outputs for the entry's native-size image (and text), as numpy."""
+    x = torch.from_numpy(native_image(entry).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        if "text_config" in entry.config:
+            ids = torch.from_numpy(text_ids(entry)).long()
+            out = hf(pixel_values=x, input_ids=ids)
+            return {  # the forward's image_embeds / text_embeds are normalised: take the features un-normalised
+                "image_embeds": hf.get_image_features(pixel_values=x).pooler_output,
+                "last_hidden_state": out.vision_model_output.last_hidden_state,
+                "text_embeds": hf.get_text_features(input_ids=ids).pooler_output,
+                "logits_per_image": out.logits_per_image,
+            }
+        if entry.architecture.endswith("Model"):  # backbones: all tokens and the pooled output
+            out = hf(pixel_values=x)
+            return {"last_hidden_state": out.last_hidden_state, "pooled": out.pooler_output}
+        return {
+            "last_hidden_state": hf.base_model(pixel_values=x).last_hidden_state,
+            "logits": hf(pixel_values=x).logits,
+        }
+
+
+def our_outputs(model, entry) -> dict[str, np.ndarray]:
+    x = native_image(entry)
+    if "text_config" in entry.config:
+        ids = text_ids(entry)
+        image, text = model.encode_image(x), model.encode_text(ids)
+        return {
+            "image_embeds": image,
+            "last_hidden_state": model.forward_features(x),
+            "text_embeds": text,
+            "logits_per_image": model.logits(image, text),
+        }
+    key = "pooled" if entry.architecture.endswith("Model") else "logits"
+    return {"last_hidden_state": model.forward_features(x), key: model(x)}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """`saved(entry)`: the folder of the entry's 2-layer transformers model and its outputs, made once per group."""
+    quiet_transformers()
+    folders: dict[str, tuple] = {}
+
+    def make(entry):
+        key = group_key(entry)
+        if key not in folders:
+            torch.manual_seed(0)
+            hf = perturb(hf_model_of(two_layers(entry.config)))
+            with torch.no_grad():  # LayerScale starts at 1.0 in transformers: make it non-trivial too
+                for name, p in hf.named_parameters():
+                    if "lambda1" in name:
+                        p.add_(0.1 * torch.randn_like(p))
+            path = tmp_path_factory.mktemp(entry.name)
+            hf.save_pretrained(path)
+            folders[key] = (path, {k: v.numpy() for k, v in reference_outputs(hf, entry).items()})
+        return folders[key]
+
+    return make
+
+
+def assert_close(ours, theirs, what: str) -> None:
+    ours = np.asarray(ours)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, transformers {theirs.shape}"
+    error, scale = float(np.max(np.abs(ours - theirs))), float(np.max(np.abs(theirs)))
+    assert error <= RTOL * scale, f"{what}: max |error| {error:.3g} > {RTOL} x max |transformers| {scale:.3g}"
+
+
+@pytest.mark.parametrize(
+    "entry", [pytest.param(group[0], id=group[0].name, marks=marks(group[0])) for group in GROUPS.values()]
+)
+def test_two_layer_model_matches_transformers(entry, saved):
+    path, theirs = saved(entry)
+    model = jimm.from_pretrained(path)
+    ours = our_outputs(model, entry)
+    assert set(ours) == set(theirs)
+    for name, value in theirs.items():
+        assert_close(ours[name], value, f"{entry.name} {name}")
