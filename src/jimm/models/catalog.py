@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+import os
 from typing import Any
 
 FAMILIES = ("vit", "deit", "dinov2", "dinov3", "clip", "siglip", "siglip2")
@@ -104,6 +105,13 @@ def is_catalog_name(name: Any) -> bool:
     return isinstance(name, str) and name in _entries()
 
 
+def resolve_name(name_or_path):
+    """The hub id of a catalog name; anything else (a hub id, an existing folder of that name) unchanged."""
+    if is_catalog_name(name_or_path) and not os.path.exists(name_or_path):
+        return get_entry(name_or_path).hub_id
+    return name_or_path
+
+
 def model_class_of(entry: CatalogEntry) -> type:
     from .registry import class_for_config
 
@@ -122,6 +130,25 @@ def create_model(name: str, *, pretrained: bool = False, **runtime: Any):
     if pretrained:
         return cls.from_pretrained(entry.hub_id, **runtime)
     return cls.from_config(entry.hf_config(), **runtime)
+
+
+def format_count(n: int) -> str:
+    """A parameter count the way model cards write it: 86.6M, 6.72B."""
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def table(pattern: str | None = None) -> str:
+    """The catalog entries matching `pattern` as an aligned text table (what `jimm models` prints)."""
+    names = list_models(pattern)
+    if not names:
+        raise ValueError(f"no catalog model matches {pattern!r}; `jimm models` lists them all")
+    rows = [("name", "family", "params", "hub id")]
+    rows += [(e.name, e.family, format_count(e.params), e.hub_id) for e in map(get_entry, names)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        f"{name:<{widths[0]}}  {family:<{widths[1]}}  {params:>{widths[2]}}  {hub}"
+        for name, family, params, hub in rows
+    )
 
 
 def count_params(model) -> int:
@@ -149,7 +176,10 @@ __all__ = [
     "abstract_param_count",
     "count_params",
     "create_model",
+    "format_count",
     "get_entry",
     "is_catalog_name",
     "list_models",
+    "resolve_name",
+    "table",
 ]

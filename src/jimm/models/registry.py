@@ -120,8 +120,12 @@ def image_classifier_class(name_or_path: str | os.PathLike, **hub_kwargs) -> typ
 def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     """Load any supported checkpoint with the right jimm class (`model_type`, else the tensor layout).
 
-    Keyword arguments go to that class's `from_pretrained` (e.g. `dtype=`, `sharding=`, `num_classes=`).
+    `name_or_path` may also be a catalog name (`jimm.list_models()`). Keyword arguments go to that class's
+    `from_pretrained` (e.g. `dtype=`, `sharding=`, `num_classes=`).
     """
+    from .catalog import resolve_name
+
+    name_or_path = resolve_name(name_or_path)  # a catalog name (`jimm.list_models()`) loads its hub id
     hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
     prefer = {"prefer_pytorch": kwargs["use_pytorch"]} if kwargs.get("use_pytorch") else {}
     cls = model_class(name_or_path, **hub, **prefer)
