@@ -151,6 +151,25 @@ def table(pattern: str | None = None) -> str:
     )
 
 
+def _image_facts(pre: Preprocessing) -> str:
+    size = pre.size.get("shortest_edge") or pre.size["height"]
+    crop = f", crop {pre.crop_size}" if pre.crop_size else ""
+    return f"{size} {pre.resample}{crop}"
+
+
+def markdown_table() -> str:
+    """Every entry as a markdown table (docs/catalog.md holds this table; a test keeps them equal)."""
+    rows = ["| name | family | params | hub id | images | text | unverified |", "|---|---|---:|---|---|---|---|"]
+    for entry in map(get_entry, list_models()):
+        text = f"{entry.tokenizer.kind}, {entry.tokenizer.max_length}" if entry.tokenizer else ""
+        unverified = "; ".join(entry.unverified)
+        rows.append(
+            f"| {entry.name} | {entry.family} | {format_count(entry.params)} | `{entry.hub_id}` | "
+            f"{_image_facts(entry.preprocessing)} | {text} | {unverified} |"
+        )
+    return "\n".join(rows)
+
+
 def count_params(model) -> int:
     """Parameters of a (possibly abstract) NNX model: the sum of its `nnx.Param` sizes, nothing allocated."""
     import math
@@ -180,6 +199,7 @@ __all__ = [
     "get_entry",
     "is_catalog_name",
     "list_models",
+    "markdown_table",
     "resolve_name",
     "table",
 ]
