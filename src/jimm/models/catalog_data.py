@@ -275,7 +275,9 @@ SIGLIP_SOURCE = (
 SIGLIP2_SOURCE = (
     f"{HUB} (google/siglip2-base-patch16-512: model_type siglip, text vocab_size 256000, else SiglipConfig "
     "defaults); open_clip ViT-*-SigLIP2-* configs (widths, ViT-gopt-16: vision 1536 wide, 40 layers, text "
-    "so400m-wide, embed_dim 1536); tokenizer: Gemma tokenizer.json, lower-cased, pad <pad>, max length 64"
+    "so400m-wide, embed_dim 1536); preprocessor_config.json (a mirror of google/siglip2-base-patch16-512@a89f5c50): "
+    "SiglipImageProcessor, exact resize, resample 2 (bilinear), mean/std 0.5; tokenizer: Gemma tokenizer.json, "
+    "lower-cased, pad <pad>, max length 64"
 )
 
 
@@ -320,7 +322,6 @@ def _siglip(
 
 
 NOT_MULTIPLE = "image size not a multiple of the patch: transformers' patch convolution drops the last pixels"
-SIGLIP2_UNVERIFIED = ("preprocessing.resample",)
 
 ENTRIES: tuple[CatalogEntry, ...] = (
     # ViT: ImageNet-1k classifiers (fine-tuned from in21k) and the in21k backbones (ViTModel, pooler included)
@@ -437,12 +438,8 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     _siglip("google/siglip-so400m-patch14-384", "so400m", 14, 384, params=877_960_498, notes=NOT_MULTIPLE),
     _siglip("google/siglip-base-patch16-256-multilingual", "base", 16, 256, vocab=250000, params=370_626_050),
     # SigLIP 2, fixed resolution
-    _siglip(
-        "google/siglip2-base-patch16-224", "base", 16, 224, version=2, params=375_187_970, unverified=SIGLIP2_UNVERIFIED
-    ),
-    _siglip(
-        "google/siglip2-base-patch16-512", "base", 16, 512, version=2, params=375_823_874, unverified=SIGLIP2_UNVERIFIED
-    ),
+    _siglip("google/siglip2-base-patch16-224", "base", 16, 224, version=2, params=375_187_970),
+    _siglip("google/siglip2-base-patch16-512", "base", 16, 512, version=2, params=375_823_874),
     _siglip(
         "google/siglip2-large-patch16-256",
         "large",
@@ -450,7 +447,6 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         256,
         version=2,
         params=881_526_786,
-        unverified=SIGLIP2_UNVERIFIED,
     ),
     _siglip(
         "google/siglip2-large-patch16-384",
@@ -459,7 +455,6 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         384,
         version=2,
         params=881_854_466,
-        unverified=SIGLIP2_UNVERIFIED,
     ),
     _siglip(
         "google/siglip2-so400m-patch14-224",
@@ -468,7 +463,6 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         224,
         version=2,
         params=1_135_463_602,
-        unverified=SIGLIP2_UNVERIFIED,
     ),
     _siglip(
         "google/siglip2-so400m-patch14-384",
@@ -477,7 +471,6 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         384,
         version=2,
         params=1_136_008_498,
-        unverified=SIGLIP2_UNVERIFIED,
         notes=NOT_MULTIPLE,
     ),
     _siglip(
@@ -487,7 +480,6 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         384,
         version=2,
         params=1_136_039_602,
-        unverified=SIGLIP2_UNVERIFIED,
     ),
     _siglip(
         "google/siglip2-giant-opt-patch16-256",
@@ -497,7 +489,6 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         version=2,
         text_size="so400m",
         params=1_871_393_906,
-        unverified=SIGLIP2_UNVERIFIED,
     ),
     _siglip(
         "google/siglip2-giant-opt-patch16-384",
@@ -507,6 +498,5 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         version=2,
         text_size="so400m",
         params=1_871_885_426,
-        unverified=SIGLIP2_UNVERIFIED,
     ),
 )
