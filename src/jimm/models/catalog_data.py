@@ -171,7 +171,8 @@ DINOV3_SIZES = {
 }
 GATED = {"vits16plus", "vith16plus", "vit7b16"}
 DINOV3_SOURCE = (
-    "transformers DINOv3ViTConfig defaults (a published DINOv3ViTModel config.json quoted on huggingface.co: "
+    "transformers DINOv3ViTConfig defaults (a DINOv3ViTModel config.json on huggingface.co, "
+    "optimum-intel-internal-testing/tiny-random-dinov-3: "
     "key_bias false, layerscale 1.0, rope_theta 100, pos_embed_rescale 2.0, eps 1e-5); sizes from the DINOv3 "
     "release as tabled by jax-ml/bonsai dinov3 (S, S+, B, L, H+, 7B; S+/H+/7B SwiGLU: ffn ratio 6/6/3 x 2/3) and "
     "facebookresearch/dinov3 (4 registers); DINOv3ViTImageProcessorFast: 224 x 224 bilinear"
