@@ -85,7 +85,7 @@ def test_list_models_takes_fnmatch_patterns():
 
 def test_unknown_name_is_a_clear_error():
     assert catalog.get_entry("google/vit-base-patch16-224").name == "vit-base-patch16-224"
-    with pytest.raises(KeyError, match=r"not in the jimm catalog.*dinov2-small"):
+    with pytest.raises(ValueError, match=r"not in the jimm catalog.*dinov2-small"):
         jimm.create_model("dinov2_small")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+import functools
 import os
 from typing import Any
 
@@ -71,6 +72,7 @@ class CatalogEntry:
         return self.config["architectures"][0]
 
 
+@functools.cache
 def _entries() -> dict[str, CatalogEntry]:
     from .catalog_data import ENTRIES
 
@@ -94,7 +96,7 @@ def get_entry(name: str) -> CatalogEntry:
     if name in by_hub:
         return by_hub[name]
     close = [n for n in sorted(entries) if name.lower().replace("_", "-") in n] or sorted(entries)[:8]
-    raise KeyError(
+    raise ValueError(
         f"{name!r} is not in the jimm catalog; did you mean one of {close[:8]}? "
         "(`jimm.list_models('*pattern*')` lists them; a hub id or folder loads with jimm.from_pretrained)"
     )
