@@ -1,14 +1,14 @@
-"""The catalog against transformers: every entry's parameter count at full depth (transformers on the meta device,
-jimm from shapes alone, and the number recorded in the catalog agree), and every distinct architecture at its real
-widths with 2 layers per tower (random non-trivial weights saved by transformers, loaded by `jimm.from_pretrained`)
-giving transformers' outputs within 1e-4 relative, for one image of the size the checkpoint's own preprocessor makes
-(the config's image size; DINOv2's 224 px crops, which resample its 518 px position table).
+"""The catalog against transformers: every entry's parameter count at full depth (transformers on the meta device, jimm
+from shapes alone, and the number recorded in the catalog agree), and every distinct architecture at its real widths
+with 2 layers per tower (random non-trivial weights saved by transformers, loaded by `jimm.from_pretrained`) giving
+transformers' outputs within 1e-4 relative, for one image of the size the checkpoint's own preprocessor makes (the
+config's image size; DINOv2's 224 px crops, which resample its 518 px position table).
 
-Entries whose 2-layer configs are equal (they differ in hub, preprocessing or source only) share one model; the
-2-layer models keep every width but cut text vocabularies to 4096 rows (a lookup table: the count test covers the
-real size). Entries that fail only because of issue 16's three bugs (an image size that is not a multiple of the
-patch, a `ViTModel`'s pooler, a DINOv2 checkpoint without `mask_token`), fixed on branch real-fixes, are strict
-xfails: drop the marker when that branch is merged.
+Entries whose 2-layer configs are equal share one model (55 models for 69 entries: they differ in hub,
+preprocessing, tokenizer or vocabulary size only); the 2-layer models keep every width but cut text vocabularies to
+4096 rows (a lookup table: the count test covers the real size). Entries that fail only because of issue 16's three
+bugs (an image size that is not a multiple of the patch, a `ViTModel`'s pooler, a DINOv2 checkpoint without
+`mask_token`), fixed on branch real-fixes, are strict xfails: drop the marker when that branch is merged.
 """
 
 from __future__ import annotations
