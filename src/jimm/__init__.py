@@ -3,6 +3,7 @@
 from .common import sharding
 from .common.attention import jax_attention, make_tokamax_attention, tokamax_attention
 from .common.sharding import NoSharding, ShardingSpec, ViTSharding
+from .models.catalog import create_model, list_models
 from .models.clip import CLIP, CLIPTextModel, CLIPVisionModel
 from .models.dinov2 import DINOv2Config, DINOv2Model
 from .models.dinov3 import DINOv3Config, DINOv3Model
@@ -28,8 +29,10 @@ __all__ = [
     "ViTConfig",
     "ViTSharding",
     "VisionTransformer",
+    "create_model",
     "from_pretrained",
     "jax_attention",
+    "list_models",
     "make_tokamax_attention",
     "sharding",
     "tokamax_attention",

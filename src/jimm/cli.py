@@ -208,6 +208,12 @@ def cmd_features(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    from .models.catalog import table
+
+    print(table(args.pattern))
+
+
 # -- parser -----------------------------------------------------------------------------------------------------
 
 
@@ -297,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=cli_args.positive_int, help="override the demo's step count")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("models", help="the catalog of hub checkpoints, with parameter counts")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern on catalog names, e.g. 'siglip2-*' or '*dinov3*'")
+    p.set_defaults(fn=cmd_models)
 
     from .cli_image_text import add_commands  # zero-shot, embed
 

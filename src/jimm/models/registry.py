@@ -133,9 +133,12 @@ def _load(name_or_path, kwargs: dict[str, Any], pick=None):
 def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     """Load any supported checkpoint with the right jimm class (`model_type`, else the tensor layout).
 
-    Keyword arguments go to that class's `from_pretrained` (e.g. `dtype=`, `sharding=`, `num_classes=`).
+    `name_or_path` may also be a catalog name (`jimm.list_models()`). Keyword arguments go to that class's
+    `from_pretrained` (e.g. `dtype=`, `sharding=`, `num_classes=`).
     """
-    return _load(name_or_path, kwargs)
+    from .catalog import resolve_name
+
+    return _load(resolve_name(name_or_path), kwargs)  # a catalog name (`jimm.list_models()`) loads its hub id
 
 
 def image_classifier(name_or_path: str | os.PathLike, **kwargs: Any):
