@@ -1,7 +1,11 @@
 """jimm: Vision Transformers in JAX + Flax NNX with exact Hugging Face parity."""
 
+import importlib.util as _importlib_util
+from typing import Any as _Any
+
 from .common import sharding
 from .common.attention import jax_attention, make_tokamax_attention, tokamax_attention
+from .common.autotuning import autotune, autotuned_fn, cached_autotune, load_autotune_result
 from .common.sharding import NoSharding, ShardingSpec, ViTSharding
 from .models.clip import CLIP, CLIPTextModel, CLIPVisionModel
 from .models.dinov2 import DINOv2Config, DINOv2Model
@@ -28,10 +32,24 @@ __all__ = [
     "ViTConfig",
     "ViTSharding",
     "VisionTransformer",
+    "autotune",
+    "autotuned_fn",
+    "cached_autotune",
     "from_pretrained",
     "jax_attention",
+    "load_autotune_result",
     "make_tokamax_attention",
     "sharding",
     "tokamax_attention",
 ]
+if _importlib_util.find_spec("tokamax") is not None:  # `from jimm import *` must work without the tokamax extra
+    __all__.append("AutotuningResult")
 __version__ = "0.5.0"
+
+
+def __getattr__(name: str) -> _Any:
+    if name == "AutotuningResult":  # tokamax's class; importing it imports tokamax, so only on first use
+        from .common.autotuning import AutotuningResult
+
+        return AutotuningResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
