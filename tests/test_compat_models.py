@@ -213,3 +213,36 @@ def test_batch_of_one_under_a_mesh_is_not_sharded(mesh_kind):
     with using(make_mesh(mesh_kind)):
         out = model(jnp.asarray(saved.images[:1]))
     np.testing.assert_allclose(np.asarray(out), saved.refs["vit"][:1], atol=ATOL, rtol=1e-3)
+
+
+@pytest.mark.parametrize("mesh_kind", MESH_KINDS)
+def test_from_pretrained_use_pytorch(mesh_kind, tmp_path):
+    """The examples' `from_pretrained(..., use_pytorch=True)`: read `pytorch_model.bin` instead of safetensors."""
+    import shutil
+
+    import torch
+
+    saved = saved_models()
+    torch.save(saved.hf["vit"].state_dict(), tmp_path / "pytorch_model.bin")
+    shutil.copy(f"{saved.dirs['vit']}/config.json", tmp_path / "config.json")
+    mesh = make_mesh(mesh_kind)
+    with using(mesh):
+        model = jimm.VisionTransformer.from_pretrained(str(tmp_path), use_pytorch=True, rngs=nnx.Rngs(0))
+        model.eval()
+        out = _forward("vit")(model, put(saved.images, mesh), None)
+    np.testing.assert_allclose(np.asarray(out), saved.refs["vit"], atol=ATOL, rtol=1e-3)
+
+
+@pytest.mark.parametrize("mesh_kind", MESH_KINDS)
+def test_from_pretrained_bf16_with_gradient_checkpointing(mesh_kind):
+    """examples/saving_example.py and quantization.py: `use_gradient_checkpointing=True`, bf16 dtype and params."""
+    saved = saved_models()
+    mesh = make_mesh(mesh_kind)
+    with using(mesh):
+        model = jimm.CLIP.from_pretrained(
+            saved.dirs["clip"], use_gradient_checkpointing=True, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16,
+            rngs=nnx.Rngs(0),
+        )  # fmt: skip
+        model.eval()
+        out = _forward("clip")(model, put(saved.images, mesh), put(saved.tokens, mesh))
+    np.testing.assert_allclose(np.asarray(out, np.float32), saved.refs["clip"], atol=0.25, rtol=2e-2)
