@@ -71,3 +71,26 @@ def test_from_config_builds_in_eval_mode():
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x)))
     model.train()
     assert not np.allclose(np.asarray(model(x)), np.asarray(model(x)))
+
+
+def test_tokamax_is_optional():
+    """The original imports tokamax with jimm; ours works without it and says how to install it when asked for."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["tokamax"] = None  # as if not installed
+import jimm
+names = {}
+exec("from jimm import *", names)
+assert "autotune" in names and "AutotuningResult" not in names
+try:
+    jimm.autotune(lambda x: x, 1.0)
+except ImportError as err:
+    assert "pip install 'jimm[tokamax]'" in str(err), err
+else:
+    raise AssertionError("no ImportError")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

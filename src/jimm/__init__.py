@@ -42,7 +42,16 @@ __all__ = [
     "sharding",
     "tokamax_attention",
 ]
-if _importlib_util.find_spec("tokamax") is not None:  # `from jimm import *` must work without the tokamax extra
+
+
+def _has_tokamax() -> bool:
+    try:
+        return _importlib_util.find_spec("tokamax") is not None
+    except (ImportError, ValueError):  # a blocked or broken installation
+        return False
+
+
+if _has_tokamax():  # `from jimm import *` must work without the tokamax extra
     __all__.append("AutotuningResult")
 __version__ = "0.5.0"
 

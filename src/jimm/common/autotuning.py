@@ -22,11 +22,21 @@ from typing import Any
 
 import jax
 
-from .attention import _import_tokamax
+from .attention import _import_tokamax as _import_tokamax_for_attention
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AutotuningResult", "autotune", "autotuned_fn", "cached_autotune", "load_autotune_result"]  # noqa: F822
+
+
+def _import_tokamax():
+    try:
+        return _import_tokamax_for_attention()
+    except ImportError as err:
+        raise ImportError(
+            "autotuning needs the optional dependency tokamax: `pip install 'jimm[tokamax]'` "
+            "(without it no attention_fn uses tokamax, so there is nothing to tune)"
+        ) from err
 
 
 def __getattr__(name: str) -> Any:
