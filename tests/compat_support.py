@@ -115,7 +115,8 @@ def hf_models() -> dict[str, torch.nn.Module]:
     models = {
         "vit": T.ViTForImageClassification(T.ViTConfig(**vision, num_labels=5)),
         "clip": T.CLIPModel(T.CLIPConfig(vision_config=vision, text_config=clip_text, projection_dim=64)),
-        "siglip": T.SiglipModel(T.SiglipConfig(vision_config=vision, text_config=text)),
+        # the original loads SigLIP's text tower with width // 64 heads whatever the config says: heads of 64 here
+        "siglip": T.SiglipModel(T.SiglipConfig(vision_config=vision, text_config={**text, "num_attention_heads": 1})),
         "dinov2": T.Dinov2Model(T.Dinov2Config(**{k: v for k, v in vision.items() if k != "intermediate_size"})),
         "dinov3": T.DINOv3ViTModel(T.DINOv3ViTConfig(**vision, num_register_tokens=4)),
     }
