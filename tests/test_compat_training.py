@@ -58,10 +58,14 @@ def clip_loss(image_features, text_features, logit_scale):
     return (image_loss.mean() + text_loss.mean()) / 2.0
 
 
-@pytest.mark.parametrize("mesh_kind", MESH_KINDS)
+@pytest.mark.parametrize("mesh_kind", [k for k in MESH_KINDS if k != "explicit"])
 def test_clip_training_step_under_nnx_jit(mesh_kind):
     """examples/clip_training_nnxjit.py: a 1-D ('fsdp',) mesh over every device, CLIP.from_pretrained, inputs
-    on P('fsdp'), `encode_image` / `encode_text`, `model.logit_scale.value`, adam."""
+    on P('fsdp'), `encode_image` / `encode_text`, `model.logit_scale.value`, adam.
+
+    Auto axes only, as the example builds its mesh: under Explicit axes the loss's `img @ txt.T` of two arrays
+    sharded on the same axis is `P('fsdp', 'fsdp')`, which JAX itself refuses (DuplicateSpecError, whatever the
+    library)."""
     saved = saved_models()
     mesh = make_mesh(mesh_kind, shape=(8,), names=("fsdp",))
     with using(mesh):
