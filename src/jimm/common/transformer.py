@@ -738,3 +738,12 @@ def per_layer_to_stacked(state: dict, path: tuple[str, ...] = LAYERS_PATH) -> di
         raise ValueError(f"per-layer keys at {'.'.join(path)} must be 0..L-1, got {order}")
     parent[key] = jax.tree.map(lambda *a: jnp.stack(a), *[per_layer[i] for i in order])
     return state
+
+
+def __getattr__(name: str):
+    # The original jimm's classes live here by path; they are defined over this module's Block and Encoder.
+    if name in ("Transformer", "TransformerEncoder"):
+        from . import transformer_compat
+
+        return getattr(transformer_compat, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

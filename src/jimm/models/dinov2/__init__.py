@@ -2,5 +2,6 @@
 
 from .config import DINOv2Config
 from .model import DINOv2Model
+from .sharding import DINOv2Sharding
 
-__all__ = ["DINOv2Config", "DINOv2Model"]
+__all__ = ["DINOv2Config", "DINOv2Model", "DINOv2Sharding"]

@@ -2,5 +2,6 @@
 
 from .config import DINOv3Config
 from .model import DINOv3Model
+from .sharding import DINOv3Sharding
 
-__all__ = ["DINOv3Config", "DINOv3Model"]
+__all__ = ["DINOv3Config", "DINOv3Model", "DINOv3Sharding"]
