@@ -66,18 +66,20 @@ def test_save_pretrained_round_trip(case, mesh_kind, tmp_path):
 @pytest.mark.parametrize("mesh_kind", MESH_KINDS)
 def test_load_inside_jit_with_sharding_constraint(case, jit, mesh_kind):
     """The original's `create_model()`: load inside `jax.jit` / `nnx.jit`, constrain the state to its partition
-    specs, return the model; run `with mesh:` as its tests do."""
+    specs, return the model; run `with mesh:` as its tests do. With no mesh (which the original cannot run) the
+    constraint line is left out: jax itself refuses PartitionSpecs without a mesh."""
     saved = saved_models()
     cls, folder = model_class(case), saved.dirs[CASES[case][0]]
+    mesh = make_mesh(mesh_kind)
 
     @jit
     def create_model():
         model = cls.from_pretrained(folder, rngs=nnx.Rngs(0))
-        state = nnx.state(model)
-        nnx.update(model, jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state)))
+        if mesh is not None:
+            state = nnx.state(model)
+            nnx.update(model, jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state)))
         return model
 
-    mesh = make_mesh(mesh_kind)
     with using(mesh):
         if mesh is None:
             model = create_model()
@@ -164,8 +166,12 @@ def test_dinov3_from_config_sizes_and_checkpointing(mesh_kind, gated):
         model.eval()
         for h, w in [(24, 40), (40, 40), (32, 32)]:
             assert model(jnp.ones((1, h, w, 3))).shape == (1, 64)
+        # The original refuses a size that is not a multiple of the patch; ours follows transformers' VALID patch
+        # convolution (issue 16): the trailing pixels that make no whole patch are dropped.
+        odd = jnp.asarray(np.random.RandomState(1).randn(1, 33, 32, 3).astype(np.float32))
+        np.testing.assert_allclose(np.asarray(model(odd)), np.asarray(model(odd[:, :32])), atol=1e-6)
         with pytest.raises(ValueError):
-            model(jnp.ones((1, 33, 32, 3)))
+            model(jnp.ones((1, 6, 32, 3)))  # less than one patch (8 px)
         checkpointed = jimm.DINOv3Model.from_config(config, use_gradient_checkpointing=True, rngs=nnx.Rngs(1))
         nnx.update(checkpointed, nnx.state(model))
         checkpointed.eval()
