@@ -28,8 +28,8 @@ find_python() {  # $1 = 3.11 or 3.12: pyenv's build, else pythonX.Y on PATH
 
 leg_requirements() {
     case "$1" in
-        py311) echo "jax==0.10.2 jaxlib==0.10.2 jax[tpu]==0.10.2 jax-cuda12-pjrt==0.10.2 jax-cuda12-plugin==0.10.2 tokamax==0.0.12" ;;
-        py312) echo "jax==0.12.1 jaxlib==0.12.1 libtpu==0.0.52 jax-cuda13-pjrt==0.12.1 jax-cuda13-plugin==0.12.1 tokamax==0.0.17" ;;
+        py311) echo "jax==0.10.2 jaxlib==0.10.2 jax[tpu]==0.10.2 jax-cuda12-pjrt==0.10.2 jax-cuda12-plugin==0.10.2 nvidia-cudnn-cu12 tokamax==0.0.12" ;;
+        py312) echo "jax==0.12.1 jaxlib==0.12.1 libtpu==0.0.52 jax-cuda13-pjrt==0.12.1 jax-cuda13-plugin==0.12.1 nvidia-cudnn-cu13 tokamax==0.0.17" ;;
     esac
 }
 

@@ -257,13 +257,15 @@ class TokamaxAttention:
             return out, vjp
 
         def attend_bwd(vjp, d_out):
-            return (*vjp(d_out), None)
+            with self._on_target():
+                return (*vjp(d_out), None)
 
         attend.defvjp(attend_fwd, attend_bwd)
         return attend(query, key, value, bias, mask)
 
     def _on_target(self):
-        """tokamax checks its kernels against the default device: point it at the target when one is named."""
+        """tokamax and Pallas check kernels against the default device: point it at the target when one is named.
+    (To cross-compile a model, lower it under `jax.default_device(target)` or a mesh of target devices too.)"""
         return jax.default_device(self.target) if self.target is not None else contextlib.nullcontext()
 
     def _resolve(self, call: Call) -> BackendChoice:
@@ -289,15 +291,15 @@ class TokamaxAttention:
         specs = [None if x is None else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding) for x in inputs]
 
         def forward(q, k, v, b, m):
-            with self._on_target():
-                return backend.run(q, k, v, b, m, call.is_causal)
+            return backend.run(q, k, v, b, m, call.is_causal)
 
         def training(q, k, v, b, m):
             out, vjp = jax.vjp(lambda q, k, v, b: forward(q, k, v, b, m), q, k, v, b)
             return vjp(jnp.ones_like(out))
 
         try:
-            jax.jit(training if call.training else forward).lower(*specs).compile()
+            with self._on_target():  # Pallas reads the device kind when lowering, too
+                jax.jit(training if call.training else forward).lower(*specs).compile()
         except NotImplementedError as err:
             return str(err) or "not implemented here"
         except ValueError as err:
@@ -419,8 +421,24 @@ def _import_tokamax():
             "tokamax attention needs the optional dependency tokamax: `pip install 'jimm[tokamax]'`. "
             "Without it, leave `attention_fn=None` (jax.nn XLA) or use jimm.common.attention.jax_attention('cudnn')."
         ) from err
+    _check_pairing()
     _parse_absl_flags_once()
     return tokamax
+
+
+def _check_pairing() -> None:
+    """tokamax 0.0.12 imports but fails on first use with jax >= 0.11 (`jax.core.is_concrete` is gone)."""
+    from importlib.metadata import version
+
+    def parts(text: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+    tokamax_version, jax_version = version("tokamax"), jax.__version__
+    if parts(tokamax_version) < (0, 0, 13) and parts(jax_version) >= (0, 11):
+        raise ImportError(
+            f"tokamax {tokamax_version} does not work with jax {jax_version} (it needs jax < 0.11); on Python >= 3.12 "
+            "install `pip install 'tokamax>=0.0.17'`, or keep jax 0.10 (`pip install 'jimm[tokamax]'` picks the pair)"
+        )
 
 
 def _parse_absl_flags_once() -> None:

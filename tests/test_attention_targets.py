@@ -1,0 +1,270 @@
+"""Attention backends checked for H100 and TPU v5e without either (`pytest -m targets`, run by
+scripts/check_targets.sh in its own environments; skipped elsewhere).
+
+1. Cross-compilation: a ViT-B/16 forward and training step (bf16, batch 8) per backend of the spec's table, for a
+   compile-only H100 (`get_topology_desc` with XLA's H100 SXM target config) and TPU v5e (`v5e:2x2`): each
+   compiles with its kernel in the optimised HLO, or is refused before compiling with its documented reason
+   (`Backend.refusal`). Every fallback list of the spec reaches a compiling backend. `memory_analysis()` is
+   printed as a table (docs/attention.md).
+2. Pallas interpret mode on CPU: triton and splash (and Mosaic GPU on jax >= 0.12) through jimm's wrapper
+   against `jax.nn.dot_product_attention`, forward and gradients, T = 130 / 197 / 256, head dims 64 / 72 / 80,
+   f32 and bf16, with and without a key-padding mask.
+"""
+
+import contextlib
+import dataclasses
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.targets,
+    pytest.mark.skipif("JIMM_TARGETS_LEG" not in os.environ, reason="run by scripts/check_targets.sh"),
+]
+
+LEG = os.environ.get("JIMM_TARGETS_LEG", "")
+NEW_STACK = tuple(int(p) for p in jax.__version__.split(".")[:2]) >= (0, 12)
+# XLA's xla/tools/hlo_opt/gpu_specs/h100_sxm.txtpb: the device facts XLA's GPU compiler needs.
+H100_SXM = """gpu_device_info {
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: 233472 threads_per_core_limit: 2048 core_count: 132 fpus_per_core: 128
+  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
+  memory_bandwidth: 3352320000000 l2_cache_size: 52428800 clock_rate_ghz: 1.98
+  device_memory_size: 84978434048 shared_memory_per_block_optin: 232448
+  cuda_compute_capability { major: 9 } registers_per_core_limit: 65536 registers_per_block_limit: 65536
+}
+platform_name: "CUDA"
+device_description_str: "NVIDIA H100 80GB HBM3"
+"""
+TOKENS = tuple(int(t) for t in os.environ.get("JIMM_TARGETS_TOKENS", "197,257,1025,4097").split(","))
+IMAGE = {197: 224, 257: 256, 1025: 512, 4097: 1024}
+GPU_BACKENDS = ("mosaic", "triton", "cudnn", "xla_chunked", "xla")
+TPU_BACKENDS = ("mosaic_tpu", "xla_chunked", "xla")
+# What each kernel leaves in the optimised HLO.
+KERNEL_MARK = {
+    "mosaic": "mosaic_gpu",
+    "triton": "__gpu$xla.gpu.triton",
+    "cudnn": "__cudnn$fmha",
+    "mosaic_tpu": "tpu_custom_call",
+}
+# The spec's fallback lists (and the default list), per target.
+SPEC_LISTS = {
+    "h100": [("mosaic", "triton", "xla"), ("mosaic", "triton", "mosaic_tpu", "xla"), ("cudnn", "xla")],
+    "tpu": [("mosaic_tpu", "xla_chunked"), ("mosaic", "triton", "mosaic_tpu", "xla")],
+}
+ROWS: list[dict] = []
+
+
+@pytest.fixture(scope="module")
+def targets():
+    from jax.experimental import topologies
+
+    found = {}
+    h100 = topologies.get_topology_desc(platform="cuda", target_config=H100_SXM, topology="1x1x1")
+    found["h100"] = h100.devices[0]
+    found["tpu"] = topologies.get_topology_desc("v5e:2x2", "tpu").devices[0]
+    return found
+
+
+def vit_b16(tokens: int, attention_fn):
+    from flax import nnx
+
+    import jimm
+
+    config = jimm.ViTConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                            patch_size=16, image_size=IMAGE[tokens], num_labels=1000)  # fmt: skip
+    model = nnx.eval_shape(
+        lambda: jimm.VisionTransformer(config=config, dtype=jnp.bfloat16, sharding=None, attention_fn=attention_fn)
+    )
+    return nnx.split(model, nnx.Param, ...)
+
+
+def compile_step(device, tokens: int, attention_fn, training: bool):
+    """Lower and compile a ViT-B/16 forward (or SGD training step) for `device`: the compiled executable."""
+    from flax import nnx
+
+    graphdef, params, rest = vit_b16(tokens, attention_fn)
+    on = jax.sharding.SingleDeviceSharding(device)
+    place = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on), tree)  # noqa: E731
+    images = jax.ShapeDtypeStruct((8, IMAGE[tokens], IMAGE[tokens], 3), jnp.bfloat16, sharding=on)
+    labels = jax.ShapeDtypeStruct((8,), jnp.int32, sharding=on)
+
+    def logits(params, rest, x):
+        return nnx.merge(graphdef, params, rest)(x)
+
+    def forward(params, rest, x, y):
+        return logits(params, rest, x)
+
+    def train_step(params, rest, x, y):
+        def loss(params):
+            out = logits(params, rest, x).astype(jnp.float32)
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], axis=1))
+
+        value, grads = jax.value_and_grad(loss)(params)
+        return value, jax.tree.map(lambda p, g: p - 1e-3 * g.astype(p.dtype), params, grads)
+
+    with jax.default_device(device):
+        lowered = jax.jit(train_step if training else forward).lower(place(params), place(rest), images, labels)
+        return lowered.compile()
+
+
+def spec_fn(name_or_list, device):
+    from jimm.common.tokamax_attention import TokamaxAttention
+
+    names = (name_or_list,) if isinstance(name_or_list, str) else tuple(name_or_list)
+    return TokamaxAttention(names, target=device)
+
+
+def kernel_call(device, tokens, training):
+    from jimm.common.tokamax_attention import Call
+
+    q = jax.ShapeDtypeStruct((8, tokens, 12, 64), jnp.bfloat16)
+    return Call(q, q, q, None, None, is_causal=False, training=training, device=device)
+
+
+GRID = [
+    (target, backend, tokens, mode)
+    for target, names in (("h100", GPU_BACKENDS), ("tpu", TPU_BACKENDS))
+    for backend in names
+    for tokens in TOKENS
+    for mode in ("forward", "training")
+]
+
+
+@pytest.mark.parametrize(("target", "backend", "tokens", "mode"), GRID, ids=["-".join(map(str, g)) for g in GRID])
+def test_backend_compiles_or_is_refused_for_its_documented_reason(targets, target, backend, tokens, mode):
+    from jimm.common.tokamax_attention import BACKEND_TABLE
+
+    device, training = targets[target], mode == "training"
+    documented = BACKEND_TABLE[backend].refusal(kernel_call(device, tokens, training))
+    fn = spec_fn(backend, device)
+    start = time.perf_counter()
+    row = dict(leg=LEG, target=target, backend=backend, tokens=tokens, mode=mode)
+    if documented is not None:
+        with pytest.raises(RuntimeError, match="no attention backend") as err:
+            compile_step(device, tokens, fn, training)
+        assert documented in str(err.value)  # refused for the documented reason, before compiling
+        ROWS.append(row | dict(result=f"refused: {documented}"))
+        return
+    compiled = compile_step(device, tokens, fn, training)
+    hlo = compiled.as_text()
+    memory = compiled.memory_analysis()
+    mark = KERNEL_MARK.get(backend)
+    ROWS.append(row | dict(result="compiles", seconds=time.perf_counter() - start, memory=memory, mark=mark))
+    if mark is not None:
+        assert mark in hlo, f"{backend}: no {mark!r} in the optimised HLO"
+    else:  # the XLA paths: no attention kernel of the others sneaks in
+        assert not any(m in hlo for m in KERNEL_MARK.values())
+
+
+@pytest.mark.parametrize("target", ["h100", "tpu"])
+@pytest.mark.parametrize("mode", ["forward", "training"])
+def test_every_spec_list_reaches_a_compiling_backend(targets, target, mode):
+    device, training = targets[target], mode == "training"
+    for names in SPEC_LISTS[target]:
+        fn = spec_fn(names, device)
+        compiled = compile_step(device, TOKENS[0], fn, training)
+        assert compiled.as_text()
+        q = jax.ShapeDtypeStruct((8, TOKENS[0], 12, 64), jnp.bfloat16)
+        chosen = fn.choice(q, training=training)
+        mark = KERNEL_MARK.get(chosen.backend)
+        assert mark is None or mark in compiled.as_text()
+        ROWS.append(dict(leg=LEG, target=target, backend=" > ".join(names), tokens=TOKENS[0], mode=mode,
+                         result=chosen.describe()))  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Interpret-mode numerics on CPU, through jimm's wrapper.
+
+INTERPRET = ["triton", "mosaic_tpu"] + (["mosaic"] if NEW_STACK else [])
+NUMERIC_T = (130, 197, 256)
+NUMERIC_H = (64, 72, 80)
+TOL = {"float32": (2e-5, 5e-5), "bfloat16": (2e-2, 5e-2)}  # (forward, gradient) max abs error
+
+
+@contextlib.contextmanager
+def interpreted(backend: str, monkeypatch):
+    """Run `backend`'s Pallas kernel in interpret mode on this CPU, through jimm's wrapper: only its hardware
+    gate is lifted (no vendor check, no compile probe); padding, masks and layouts are jimm's."""
+    import tokamax
+    from jax.experimental.pallas import tpu as pltpu
+
+    from jimm.common import tokamax_attention as tk
+
+    monkeypatch.setitem(
+        tk.BACKEND_TABLE, backend, dataclasses.replace(tk.BACKEND_TABLE[backend], vendors=None, probe=False)
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(tokamax.config.cross_compile(True))
+        stack.enter_context(pltpu.force_tpu_interpret_mode(True))
+        yield tk.TokamaxAttention([backend])
+
+
+NUMERIC_GRID = [
+    (b, t, h, d, m)
+    for b in INTERPRET
+    for t in NUMERIC_T
+    for h in NUMERIC_H
+    for d in ("float32", "bfloat16")
+    for m in (False, True)
+]
+
+
+@pytest.mark.parametrize(
+    ("backend", "tokens", "head_dim", "dtype", "masked"),
+    NUMERIC_GRID,
+    ids=[f"{b}-T{t}-H{h}-{d}-{'mask' if m else 'nomask'}" for b, t, h, d, m in NUMERIC_GRID],
+)
+def test_interpret_mode_matches_jax_nn(monkeypatch, backend, tokens, head_dim, dtype, masked):
+    if backend == "mosaic" and dtype == "float32":
+        pytest.skip("Mosaic GPU takes bf16/f16 only (the wrapper refuses fp32 before compiling)")
+    r = np.random.RandomState(tokens + head_dim)
+    q, k, v = (jnp.asarray(r.randn(2, tokens, 2, head_dim), dtype) for _ in range(3))
+    mask = None
+    if masked:
+        keep = np.arange(tokens)[None, :] < np.array([tokens, tokens * 2 // 3])[:, None]  # per-example lengths
+        mask = jnp.asarray(keep[:, None, None, :])
+    weights = jnp.asarray(r.randn(2, tokens, 2, head_dim), jnp.float32)
+
+    def loss(fn, q, k, v):
+        return jnp.sum(fn(q, k, v).astype(jnp.float32) * weights)
+
+    def reference(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+
+    start = time.perf_counter()
+    with interpreted(backend, monkeypatch) as fn:
+        ours = lambda q, k, v: fn(q, k, v, mask=mask)  # noqa: E731
+        out = jax.jit(ours)(q, k, v)
+        grads = jax.jit(jax.grad(lambda *a: loss(ours, *a), argnums=(0, 1, 2)))(q, k, v)
+    expected = reference(q, k, v)
+    expected_grads = jax.grad(lambda *a: loss(reference, *a), argnums=(0, 1, 2))(q, k, v)
+    err = float(jnp.max(jnp.abs(out.astype(jnp.float32) - expected.astype(jnp.float32))))
+    grad_err = max(
+        float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
+        for a, b in zip(grads, expected_grads, strict=True)
+    )
+    ROWS.append(dict(leg=LEG, target="interpret", backend=backend, tokens=tokens, mode=f"H{head_dim} {dtype}"
+                     f"{' mask' if masked else ''}", result=f"fwd {err:.1e} grad {grad_err:.1e}",
+                     seconds=time.perf_counter() - start))  # fmt: skip
+    assert err <= TOL[dtype][0] and grad_err <= TOL[dtype][1] * max(1.0, float(jnp.max(jnp.abs(weights))))
+
+
+def teardown_module():
+    """Print the tables: compile results with memory, then the numerics."""
+    mib = lambda n: f"{n / 2**20:,.0f}"  # noqa: E731
+    print(f"\n### leg {LEG}: jax {jax.__version__}\n")
+    print("| target | backend | tokens | mode | result | temp MiB | args MiB | out MiB | compile s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in ROWS:
+        m = row.get("memory")
+        cells = (
+            (mib(m.temp_size_in_bytes), mib(m.argument_size_in_bytes), mib(m.output_size_in_bytes)) if m else ("",) * 3
+        )
+        secs = f"{row['seconds']:.1f}" if "seconds" in row else ""
+        print(f"| {row['target']} | {row['backend']} | {row['tokens']} | {row['mode']} | {row['result']} | "
+              + " | ".join(cells) + f" | {secs} |")  # fmt: skip
