@@ -19,7 +19,10 @@ ATOL = 1e-5
 class Explicit(tk.Backend):
     """A fake kernel: the explicit XLA path, recording the token counts it was run at."""
 
-    def kernel(self, query, key, value, bias, mask, is_causal):
+    def kernel(self, query, key, value, bias, mask, is_causal, key_lengths=None):
+        if key_lengths is not None:  # padded keys excluded by length
+            keep = jnp.arange(key.shape[1])[None, None, None, :] < key_lengths[:, None, None, None]
+            mask = keep if mask is None else mask & keep
         SEEN.append((self.name, query.shape[1], key.shape[1], jnp.dtype(query.dtype).name))
         return explicit_attention(query, key, value, bias=bias, mask=mask, is_causal=is_causal)
 
@@ -27,7 +30,7 @@ class Explicit(tk.Backend):
 class CompilerRefuses(tk.Backend):
     """Traces and lowers, but the compiler has no kernel for it (a custom call nobody registered)."""
 
-    def kernel(self, query, key, value, bias, mask, is_causal):
+    def kernel(self, query, key, value, bias, mask, is_causal, key_lengths=None):
         return jax.ffi.ffi_call("jimm_no_such_kernel", jax.ShapeDtypeStruct(query.shape, query.dtype))(query)
 
 
@@ -36,6 +39,7 @@ FAKES = {
     "refused_by_compiler": CompilerRefuses("refused_by_compiler"),
     "bf16_only": Explicit("bf16_only", dtypes=frozenset({"bfloat16"})),
     "pads_to_8": Explicit("pads_to_8", pad_multiple=8),
+    "pads_to_8_by_length": Explicit("pads_to_8_by_length", pad_multiple=8, pad_by_length=True),
     "even_training": Explicit("even_training", even_lengths_in_training=True),
     "plain": Explicit("plain"),
 }
@@ -95,10 +99,11 @@ def test_dtype_refusal_before_compiling(caplog):
     assert len(lines) == 2 and "float32" in lines[0] and "takes bfloat16 only" in lines[0], lines
 
 
+@pytest.mark.parametrize("backend", ["pads_to_8", "pads_to_8_by_length"])
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_padding_is_applied_and_removed_without_changing_results(masked, causal):
-    fn = tk.TokamaxAttention(["pads_to_8"])
+def test_padding_is_applied_and_removed_without_changing_results(backend, masked, causal):
+    fn = tk.TokamaxAttention([backend])
     q, k, v = qkv(2, 13, 3, 8)
     mask = key_mask(2, 13) if masked else None
     full = tk.BACKEND_TABLE["plain"]
@@ -113,7 +118,7 @@ def test_padding_is_applied_and_removed_without_changing_results(masked, causal)
     ref = jax.grad(lambda *a: loss(lambda *b: full.run(*b, None, mask, causal), *a), argnums=(0, 1, 2))(q, k, v)
     for got, want in zip(grads, ref, strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL)
-    assert ("pads_to_8", 16, 16, "float32") in SEEN and fn.choice(q, mask=mask, is_causal=causal).padded_tokens == 16
+    assert (backend, 16, 16, "float32") in SEEN and fn.choice(q, mask=mask, is_causal=causal).padded_tokens == 16
 
 
 def test_forward_and_training_choose_separately():

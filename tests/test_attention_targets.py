@@ -100,11 +100,11 @@ def compile_step(device, tokens: int, attention_fn, training: bool):
         return logits(params, rest, x)
 
     def train_step(params, rest, x, y):
-        def loss(params):
-            out = logits(params, rest, x).astype(jnp.float32)
+        def loss(model):
+            out = model(x).astype(jnp.float32)
             return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], axis=1))
 
-        value, grads = jax.value_and_grad(loss)(params)
+        value, grads = nnx.value_and_grad(loss)(nnx.merge(graphdef, params, rest))
         return value, jax.tree.map(lambda p, g: p - 1e-3 * g.astype(p.dtype), params, grads)
 
     with jax.default_device(device):

@@ -97,6 +97,9 @@ class Backend:
     takes_bias: bool = True
     even_lengths_in_training: bool = False
     full_mask: bool = False  # a mask must have full [.., T, S] axes
+    # Without a caller's mask, exclude padded keys by length (`key_value_seq_lengths`) rather than a boolean mask
+    # (Mosaic GPU's backward copies a bool mask with byte strides that must be multiples of 16).
+    pad_by_length: bool = False
     probe: bool = True  # lower + compile at the call's shape before choosing it
 
     def refusal(self, call: Call) -> str | None:
@@ -124,27 +127,38 @@ class Backend:
 
     def run(self, query, key, value, bias, mask, is_causal: bool) -> jax.Array:
         """The kernel on inputs padded to `pad_multiple`; the output at the caller's length."""
-        t = query.shape[1]
-        if self.pad_multiple > 1:
+        t, s = query.shape[1], key.shape[1]
+        lengths = None
+        if self.pad_multiple > 1 and self.pad_by_length and mask is None:
+            query, key, value, _ = pad_tokens(query, key, value, None, self.pad_multiple)
+            lengths = None if key.shape[1] == s else jnp.full((key.shape[0],), s, jnp.int32)
+        elif self.pad_multiple > 1:
             query, key, value, mask = pad_tokens(query, key, value, mask, self.pad_multiple)
             if bias is not None:
                 tp, sp = query.shape[1], key.shape[1]
                 bias = jnp.pad(bias, ((0, 0), (0, 0), (0, tp - bias.shape[-2]), (0, sp - bias.shape[-1])))
         if self.full_mask and mask is not None:
             mask = jnp.broadcast_to(mask, jnp.broadcast_shapes(mask.shape, (1, 1, query.shape[1], key.shape[1])))
-        out = self.kernel(query, key, value, bias, mask, is_causal)
+        out = self.kernel(query, key, value, bias, mask, is_causal, key_lengths=lengths)
         return out[:, :t] if out.shape[1] != t else out
 
-    def kernel(self, query, key, value, bias, mask, is_causal: bool) -> jax.Array:
+    def kernel(self, query, key, value, bias, mask, is_causal: bool, key_lengths=None) -> jax.Array:
         return _import_tokamax().dot_product_attention(
-            query, key, value, bias=bias, mask=mask, is_causal=is_causal, implementation=self.name
+            query,
+            key,
+            value,
+            bias=bias,
+            mask=mask,
+            is_causal=is_causal,
+            key_value_seq_lengths=key_lengths,
+            implementation=self.name,
         )
 
 
 NVIDIA = frozenset({"nvidia"})
 BACKEND_TABLE: dict[str, Backend] = {
     # Mosaic GPU (Hopper and later): bf16/f16; tokamax 0.0.12's kernel needs the token axis tiled by 8.
-    "mosaic": Backend("mosaic", NVIDIA, _HALF, pad_multiple=8, min_compute_capability=9.0),
+    "mosaic": Backend("mosaic", NVIDIA, _HALF, pad_multiple=8, min_compute_capability=9.0, pad_by_length=True),
     "triton": Backend("triton", NVIDIA, min_compute_capability=8.0),
     # cuDNN via jax.nn: fp16/bf16, head dim a multiple of 8 up to 256 (Hopper), full masks, even lengths to train.
     "cudnn": Backend(
@@ -265,7 +279,7 @@ class TokamaxAttention:
 
     def _on_target(self):
         """tokamax and Pallas check kernels against the default device: point it at the target when one is named.
-    (To cross-compile a model, lower it under `jax.default_device(target)` or a mesh of target devices too.)"""
+        (To cross-compile a model, lower it under `jax.default_device(target)` or a mesh of target devices too.)"""
         return jax.default_device(self.target) if self.target is not None else contextlib.nullcontext()
 
     def _resolve(self, call: Call) -> BackendChoice:
