@@ -55,7 +55,10 @@ setup_leg() {  # build (once) the leg's venv; the stamp records what it was buil
 run_leg() {
     local leg="$1" venv="$CACHE/$1"
     echo "=== leg $leg: $("$venv/bin/python" -c 'import sys, jax, tokamax, importlib.metadata as m; print(f"python {sys.version.split()[0]}, jax {jax.__version__}, tokamax {m.version(\"tokamax\")}")')"
+    # XLA's Triton GEMM emitter needs autotuning a compile-only device cannot do: cuBLASLt instead.
     (cd "$REPO" && JAX_PLATFORMS=cpu PYTHONPATH="$REPO/src" JIMM_TARGETS_LEG="$leg" \
+        XLA_FLAGS="--xla_gpu_enable_triton_gemm=false" \
+        JAX_COMPILATION_CACHE_DIR="$CACHE/jax-cache-$leg" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1 \
         "$venv/bin/python" -m pytest -p no:xdist -p no:cacheprovider -o addopts="" -m targets -q -rs -s \
         tests/test_attention_targets.py)
 }
