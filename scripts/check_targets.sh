@@ -3,9 +3,10 @@
 # interpret mode, on a CPU-only machine (docs/attention.md, "Checked without the hardware").
 #
 # Two legs, each in its own cached virtual environment under $JIMM_TARGETS_CACHE (default ~/.cache/jimm-targets):
-#   py311: Python 3.11, jax 0.10.2, tokamax 0.0.12, jax-cuda12-pjrt/plugin 0.10.2, libtpu (jax[tpu]'s pin)
-#   py312: Python 3.12, jax 0.12.1, tokamax 0.0.17, jax-cuda13-pjrt/plugin 0.12.1, libtpu 0.0.52 (jax[tpu]==0.12.1
-#          pins libtpu 0.0.53, which the registry does not have)
+#   py311: Python 3.11, jax 0.10.2, tokamax 0.0.12, jax-cuda12-pjrt/plugin 0.10.2, libtpu (jax[tpu]'s pin), cuDNN
+#   py312: Python 3.12, jax 0.12.0, tokamax 0.0.17, jax-cuda13-pjrt/plugin 0.12.0, libtpu (jax[tpu]'s pin). Not
+#          0.12.1: jax[tpu]==0.12.1 pins libtpu 0.0.53, which the registry does not have, and with libtpu 0.0.52
+#          splash attention fails to compile ("Bad lhs type").
 # Each leg runs `pytest -m targets tests/test_attention_targets.py` and prints its tables; the script exits
 # non-zero only when a check fails (or an environment cannot be built). A leg whose Python is missing fails.
 #
@@ -28,8 +29,8 @@ find_python() {  # $1 = 3.11 or 3.12: pyenv's build, else pythonX.Y on PATH
 
 leg_requirements() {
     case "$1" in
-        py311) echo "jax==0.10.2 jaxlib==0.10.2 jax[tpu]==0.10.2 jax-cuda12-pjrt==0.10.2 jax-cuda12-plugin==0.10.2 nvidia-cudnn-cu12 tokamax==0.0.12" ;;
-        py312) echo "jax==0.12.1 jaxlib==0.12.1 libtpu==0.0.52 jax-cuda13-pjrt==0.12.1 jax-cuda13-plugin==0.12.1 nvidia-cudnn-cu13 tokamax==0.0.17" ;;
+        py311) echo "jax==0.10.2 jaxlib==0.10.2 jax[tpu]==0.10.2 jax-cuda12-pjrt==0.10.2 jax-cuda12-plugin==0.10.2 nvidia-cudnn-cu12 tokamax==0.0.12 flax==0.12.8" ;;
+        py312) echo "jax==0.12.0 jaxlib==0.12.0 jax[tpu]==0.12.0 jax-cuda13-pjrt==0.12.0 jax-cuda13-plugin==0.12.0 nvidia-cudnn-cu13 tokamax==0.0.17 flax==0.12.12" ;;
     esac
 }
 
@@ -37,7 +38,7 @@ setup_leg() {  # build (once) the leg's venv; the stamp records what it was buil
     local leg="$1" version venv python reqs stamp
     version="${leg#py}"; version="${version:0:1}.${version:1}"
     venv="$CACHE/$leg"
-    reqs="$(leg_requirements "$leg") flax==0.12.8 pytest"
+    reqs="$(leg_requirements "$leg") pytest"
     stamp="$reqs | $(sha256sum "$REPO/pyproject.toml" | cut -c1-16)"
     if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$stamp" ]; then return 0; fi
     python="$(find_python "$version")" || { echo "check_targets: no Python $version found (pyenv or python$version)" >&2; return 1; }
@@ -56,7 +57,8 @@ run_leg() {
     local leg="$1" venv="$CACHE/$1"
     echo "=== leg $leg: $("$venv/bin/python" -c 'import sys, jax, tokamax, importlib.metadata as m; print(f"python {sys.version.split()[0]}, jax {jax.__version__}, tokamax {m.version(\"tokamax\")}")')"
     # XLA's Triton GEMM emitter needs autotuning a compile-only device cannot do: cuBLASLt instead.
-    (cd "$REPO" && JAX_PLATFORMS=cpu PYTHONPATH="$REPO/src" JIMM_TARGETS_LEG="$leg" \
+    # libtpu takes a machine-wide lock file by default; other processes (another leg, a colleague) may hold it.
+    (cd "$REPO" && JAX_PLATFORMS=cpu PYTHONPATH="$REPO/src" JIMM_TARGETS_LEG="$leg" ALLOW_MULTIPLE_LIBTPU_LOAD=1 \
         XLA_FLAGS="--xla_gpu_enable_triton_gemm=false" \
         JAX_COMPILATION_CACHE_DIR="$CACHE/jax-cache-$leg" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1 \
         "$venv/bin/python" -m pytest -p no:xdist -p no:cacheprovider -o addopts="" -m targets -q -rs -s \

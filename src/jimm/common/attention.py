@@ -338,31 +338,16 @@ def _platform() -> str:
     return f"{device.platform}:{device.device_kind}"
 
 
-# tokamax kernels live in their own module (the original jimm's path); these names stay importable from here.
-from .tokamax_attention import (  # noqa: E402
-    BACKENDS,
-    BackendChoice,
-    TokamaxAttention,
-    make_tokamax_attention,
-    pad_tokens,
-    tokamax_attention,
+# tokamax kernels live in their own module (the original jimm's path); these names stay importable from here,
+# loaded on first use (that module imports this one).
+_TOKAMAX_NAMES = frozenset(
+    {"BACKENDS", "BackendChoice", "TokamaxAttention", "make_tokamax_attention", "pad_tokens", "tokamax_attention"}
 )
 
-__all__ = [
-    "BACKENDS",
-    "AttentionCall",
-    "AttentionFn",
-    "BackendChoice",
-    "JaxAttention",
-    "TokamaxAttention",
-    "apply_attention_weights",
-    "attention_weights",
-    "check_dropout_support",
-    "explicit_attention",
-    "jax_attention",
-    "make_tokamax_attention",
-    "pad_tokens",
-    "reference_attention",
-    "tokamax_attention",
-    "xla_attention",
-]
+
+def __getattr__(name: str):
+    if name in _TOKAMAX_NAMES:
+        from . import tokamax_attention as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
