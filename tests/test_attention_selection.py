@@ -189,3 +189,14 @@ def test_padding_the_table_asks_for():
         "mosaic_tpu": 128,
     }
     assert dataclasses.replace(tk.BACKEND_TABLE["mosaic"], pad_multiple=1).refusal(call(H100)) is None
+
+
+def test_probe_under_an_explicit_mesh():
+    """The compile probe runs inside the caller's trace; under a mesh it must not name a device of its own."""
+    mesh = jax.make_mesh((4, 2), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Explicit,) * 2)
+    fn = tk.TokamaxAttention(["xla_chunked", "xla"])
+    q, k, v = qkv(8, 13, 2, 8)
+    with jax.set_mesh(mesh):
+        out = jax.jit(fn)(q, k, v)
+    assert fn.choice(q).backend == "xla_chunked", fn.choice(q).describe()
+    np.testing.assert_allclose(np.asarray(out), np.asarray(reference(q, k, v)), atol=ATOL)

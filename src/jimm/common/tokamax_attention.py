@@ -300,7 +300,8 @@ class TokamaxAttention:
 
     def _compile_refusal(self, backend: Backend, call: Call) -> str | None:
         """Lower and compile the kernel (and its backward, in training) at the call's shape on the target."""
-        sharding = jax.sharding.SingleDeviceSharding(call.device)
+        # On the target device; under a mesh, where the mesh puts it (naming another device would conflict).
+        sharding = jax.sharding.SingleDeviceSharding(call.device) if jax.sharding.get_abstract_mesh().empty else None
         inputs = [call.query, call.key, call.value, call.bias, call.mask]
         specs = [None if x is None else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding) for x in inputs]
 
