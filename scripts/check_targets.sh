@@ -4,9 +4,8 @@
 #
 # Two legs, each in its own cached virtual environment under $JIMM_TARGETS_CACHE (default ~/.cache/jimm-targets):
 #   py311: Python 3.11, jax 0.10.2, tokamax 0.0.12, jax-cuda12-pjrt/plugin 0.10.2, libtpu (jax[tpu]'s pin), cuDNN
-#   py312: Python 3.12, jax 0.12.0, tokamax 0.0.17, jax-cuda13-pjrt/plugin 0.12.0, libtpu (jax[tpu]'s pin). Not
-#          0.12.1: jax[tpu]==0.12.1 pins libtpu 0.0.53, which the registry does not have, and with libtpu 0.0.52
-#          splash attention fails to compile ("Bad lhs type").
+#   py312: Python 3.12, jax 0.12.0, tokamax 0.0.17, jax-cuda13-pjrt/plugin 0.12.0, libtpu (jax[tpu]'s pin), cuDNN.
+#          Not 0.12.1: jax[tpu]==0.12.1 pins libtpu 0.0.53, which the registry does not have.
 # Each leg runs `pytest -m targets tests/test_attention_targets.py` and prints its tables; the script exits
 # non-zero only when a check fails (or an environment cannot be built). A leg whose Python is missing fails.
 #

@@ -56,6 +56,9 @@ SPEC_LISTS = {
     "tpu": [("mosaic_tpu", "xla_chunked"), ("mosaic", "triton", "mosaic_tpu", "xla")],
 }
 ROWS: list[dict] = []
+# Compile-time refusals found by this check that no documented limit predicts; jimm treats them as "not
+# available" (the list falls back, one INFO line says why). Any other compile-time refusal fails the check.
+KNOWN_COMPILE_REFUSALS = {("py312", "tpu", "mosaic_tpu"): "Bad lhs type"}  # tokamax 0.0.17 splash, v5e, bf16
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +151,13 @@ def test_backend_compiles_or_is_refused_for_its_documented_reason(targets, targe
             compile_step(device, tokens, fn, training)
         assert documented in str(err.value)  # refused for the documented reason, before compiling
         ROWS.append(row | dict(result=f"refused: {documented}"))
+        return
+    known = KNOWN_COMPILE_REFUSALS.get((LEG, target, backend))
+    if known is not None:
+        with pytest.raises(RuntimeError, match="refused at compile time") as err:
+            compile_step(device, tokens, fn, training)
+        assert known in str(err.value)
+        ROWS.append(row | dict(result=f"refused at compile time (known): {known}"))
         return
     compiled = compile_step(device, tokens, fn, training)
     hlo = compiled.as_text()
