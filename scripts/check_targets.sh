@@ -66,8 +66,11 @@ run_leg() {
     (cd "$REPO" && JAX_PLATFORMS=cpu PYTHONPATH="$REPO/src" JIMM_TARGETS_LEG="$leg" ALLOW_MULTIPLE_LIBTPU_LOAD=1 \
         XLA_FLAGS="--xla_gpu_enable_triton_gemm=false" \
         JIMM_TARGETS_TOKENS="$(leg_tokens "$leg")" JIMM_TARGETS_NUMERIC_ROWS="$(leg_numeric_rows "$leg")" \
-        "$venv/bin/python" -m pytest -p no:xdist -p no:cacheprovider -o addopts="" -m targets -q -rs -s \
-        tests/test_attention_targets.py)
+        TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/python" -m pytest -p no:xdist -p no:cacheprovider -o addopts="" \
+        -m targets -q -rs -s tests/test_attention_targets.py 2>&1) | grep -av -e "Autotuning cache miss" \
+        -e "^[IWE]0000 " -e "^WARNING: All log messages" -e "^WARNING: Logging before" -e "cudart_stub" \
+        -e "could not determine TPU" -e "^=== Source Location Trace" -e "libtpu_init_utils" -e "^\.\.\.$" \
+        -e "Loading cache file" -e "cache file not found"
 }
 
 if [ "${1:-}" = "--setup-only" ]; then

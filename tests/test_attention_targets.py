@@ -58,7 +58,9 @@ SPEC_LISTS = {
 ROWS: list[dict] = []
 # Compile-time refusals found by this check that no documented limit predicts; jimm treats them as "not
 # available" (the list falls back, one INFO line says why). Any other compile-time refusal fails the check.
-KNOWN_COMPILE_REFUSALS = {("py312", "tpu", "mosaic_tpu"): "Bad lhs type"}  # tokamax 0.0.17 splash, v5e, bf16
+# tokamax's splash attention (0.0.12 beyond 256 tokens, 0.0.17 at every length) refuses this bf16 ViT-B/16 for
+# TPU v5e: "Mosaic failed to compile TPU kernel: Bad lhs type".
+KNOWN_COMPILE_REFUSALS = {("tpu", "mosaic_tpu"): "Bad lhs type"}
 
 
 @pytest.fixture(scope="module")
@@ -152,14 +154,14 @@ def test_backend_compiles_or_is_refused_for_its_documented_reason(targets, targe
         assert documented in str(err.value)  # refused for the documented reason, before compiling
         ROWS.append(row | dict(result=f"refused: {documented}"))
         return
-    known = KNOWN_COMPILE_REFUSALS.get((LEG, target, backend))
-    if known is not None:
-        with pytest.raises(RuntimeError, match="refused at compile time") as err:
-            compile_step(device, tokens, fn, training)
-        assert known in str(err.value)
+    known = KNOWN_COMPILE_REFUSALS.get((target, backend))
+    try:
+        compiled = compile_step(device, tokens, fn, training)
+    except RuntimeError as err:
+        if known is None or known not in str(err):
+            raise
         ROWS.append(row | dict(result=f"refused at compile time (known): {known}"))
         return
-    compiled = compile_step(device, tokens, fn, training)
     hlo = compiled.as_text()
     memory = compiled.memory_analysis()
     mark = KERNEL_MARK.get(backend)
