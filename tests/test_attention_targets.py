@@ -56,6 +56,23 @@ SPEC_LISTS = {
     "tpu": [("mosaic_tpu", "xla_chunked"), ("mosaic", "triton", "mosaic_tpu", "xla")],
 }
 ROWS: list[dict] = []
+
+
+def record(row: dict) -> None:
+    """Keep a result row for the tables, and print it at once (a long run's log then has every row)."""
+    ROWS.append(row)
+    print(f"\n[{LEG}] {format_row(row)}", flush=True)
+
+
+def format_row(row: dict) -> str:
+    mib = lambda n: f"{n / 2**20:,.0f}"  # noqa: E731
+    m = row.get("memory")
+    cells = (mib(m.temp_size_in_bytes), mib(m.argument_size_in_bytes), mib(m.output_size_in_bytes)) if m else ("",) * 3
+    secs = f"{row['seconds']:.1f}" if "seconds" in row else ""
+    return (f"| {row['target']} | {row['backend']} | {row['tokens']} | {row['mode']} | {row['result']} | "
+            + " | ".join(cells) + f" | {secs} |")  # fmt: skip
+
+
 # Compile-time refusals found by this check that no documented limit predicts; jimm treats them as "not
 # available" (the list falls back, one INFO line says why). Any other compile-time refusal fails the check.
 # tokamax's splash attention (0.0.12 beyond 256 tokens, 0.0.17 at every length) refuses this bf16 ViT-B/16 for
@@ -152,7 +169,7 @@ def test_backend_compiles_or_is_refused_for_its_documented_reason(targets, targe
         with pytest.raises(RuntimeError, match="no attention backend") as err:
             compile_step(device, tokens, fn, training)
         assert documented in str(err.value)  # refused for the documented reason, before compiling
-        ROWS.append(row | dict(result=f"refused: {documented}"))
+        record(row | dict(result=f"refused: {documented}"))
         return
     known = KNOWN_COMPILE_REFUSALS.get((target, backend))
     try:
@@ -160,12 +177,12 @@ def test_backend_compiles_or_is_refused_for_its_documented_reason(targets, targe
     except RuntimeError as err:
         if known is None or known not in str(err):
             raise
-        ROWS.append(row | dict(result=f"refused at compile time (known): {known}"))
+        record(row | dict(result=f"refused at compile time (known): {known}"))
         return
     hlo = compiled.as_text()
     memory = compiled.memory_analysis()
     mark = KERNEL_MARK.get(backend)
-    ROWS.append(row | dict(result="compiles", seconds=time.perf_counter() - start, memory=memory, mark=mark))
+    record(row | dict(result="compiles", seconds=time.perf_counter() - start, memory=memory, mark=mark))
     if mark is not None:
         assert mark in hlo, f"{backend}: no {mark!r} in the optimised HLO"
     else:  # the XLA paths: no attention kernel of the others sneaks in
@@ -184,7 +201,7 @@ def test_every_spec_list_reaches_a_compiling_backend(targets, target, mode):
         chosen = fn.choice(q, training=training)
         mark = KERNEL_MARK.get(chosen.backend)
         assert mark is None or mark in compiled.as_text()
-        ROWS.append(dict(leg=LEG, target=target, backend=" > ".join(names), tokens=TOKENS[0], mode=mode,
+        record(dict(leg=LEG, target=target, backend=" > ".join(names), tokens=TOKENS[0], mode=mode,
                          result=chosen.describe()))  # fmt: skip
 
 
@@ -273,7 +290,7 @@ def test_interpret_mode_matches_jax_nn(monkeypatch, backend, tokens, head_dim, d
             max_err(a, b) / max(1.0, float(jnp.max(jnp.abs(b)))) for a, b in zip(grads, expected, strict=True)
         )
     result = f"fwd {err:.1e}; " + (grad_note or f"grad {grad_err:.1e} (relative to max |grad|)")
-    ROWS.append(dict(leg=LEG, target="interpret", backend=backend, tokens=tokens, seconds=time.perf_counter() - start,
+    record(dict(leg=LEG, target="interpret", backend=backend, tokens=tokens, seconds=time.perf_counter() - start,
                      mode=f"H{head_dim} {dtype}{' mask' if masked else ''}", result=result))  # fmt: skip
     assert err <= TOL[dtype], result
     assert grad_err is None or grad_err <= TOL[dtype], result
@@ -281,16 +298,9 @@ def test_interpret_mode_matches_jax_nn(monkeypatch, backend, tokens, head_dim, d
 
 
 def teardown_module():
-    """Print the tables: compile results with memory, then the numerics."""
-    mib = lambda n: f"{n / 2**20:,.0f}"  # noqa: E731
+    """Print the table of every row: compile results with memory, then the numerics."""
     print(f"\n### leg {LEG}: jax {jax.__version__}\n")
-    print("| target | backend | tokens | mode | result | temp MiB | args MiB | out MiB | compile s |")
+    print("| target | backend | tokens | mode | result | temp MiB | args MiB | out MiB | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in ROWS:
-        m = row.get("memory")
-        cells = (
-            (mib(m.temp_size_in_bytes), mib(m.argument_size_in_bytes), mib(m.output_size_in_bytes)) if m else ("",) * 3
-        )
-        secs = f"{row['seconds']:.1f}" if "seconds" in row else ""
-        print(f"| {row['target']} | {row['backend']} | {row['tokens']} | {row['mode']} | {row['result']} | "
-              + " | ".join(cells) + f" | {secs} |")  # fmt: skip
+        print(format_row(row))
