@@ -60,7 +60,7 @@ setup_leg() {  # build (once) the leg's venv; the stamp records what it was buil
 
 run_leg() {
     local leg="$1" venv="$CACHE/$1"
-    echo "=== leg $leg: $("$venv/bin/python" -c 'import sys, jax, importlib.metadata as m; print("python", sys.version.split()[0], "jax", jax.__version__, "tokamax", m.version("tokamax"), "flax", m.version("flax"))')"
+    echo "=== leg $leg: $("$venv/bin/python" -c 'import sys, jax, importlib.metadata as m; print("python", sys.version.split()[0], "jax", jax.__version__, "tokamax", m.version("tokamax"), "flax", m.version("flax"))' 2>/dev/null)"
     # XLA's Triton GEMM emitter needs autotuning a compile-only device cannot do: cuBLASLt instead.
     # libtpu takes a machine-wide lock file by default; other processes (another leg, a colleague) may hold it.
     (cd "$REPO" && JAX_PLATFORMS=cpu PYTHONPATH="$REPO/src" JIMM_TARGETS_LEG="$leg" ALLOW_MULTIPLE_LIBTPU_LOAD=1 \
