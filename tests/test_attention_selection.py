@@ -200,3 +200,14 @@ def test_probe_under_an_explicit_mesh():
         out = jax.jit(fn)(q, k, v)
     assert fn.choice(q).backend == "xla_chunked", fn.choice(q).describe()
     np.testing.assert_allclose(np.asarray(out), np.asarray(reference(q, k, v)), atol=ATOL)
+
+
+def test_fp32_model_asking_for_mosaic_on_h100_falls_back_with_one_info_line(caplog):
+    fn = tk.TokamaxAttention(["mosaic", "xla"], target=H100)  # described device: nothing is compiled for it
+    q = jax.ShapeDtypeStruct((8, 197, 12, 64), jnp.float32)
+    with caplog.at_level(logging.INFO, logger="jimm.common.attention"):
+        for _ in range(3):
+            choice = fn.choice(q)
+    assert choice.backend == "xla" and choice.skipped == (("mosaic", "takes bfloat16/float16 only, not float32"),)
+    (line,) = info_lines(caplog)
+    assert "float32 forward on gpu:NVIDIA H100 80GB HBM3: chose 'xla'" in line, line
