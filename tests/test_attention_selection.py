@@ -99,9 +99,15 @@ def test_dtype_refusal_before_compiling(caplog):
     assert len(lines) == 2 and "float32" in lines[0] and "takes bfloat16 only" in lines[0], lines
 
 
-@pytest.mark.parametrize("backend", ["pads_to_8", "pads_to_8_by_length"])
-@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize(
+    ("backend", "masked", "causal"),
+    [
+        ("pads_to_8", True, False),
+        ("pads_to_8", False, True),
+        ("pads_to_8_by_length", False, False),
+        ("pads_to_8_by_length", True, True),
+    ],
+)
 def test_padding_is_applied_and_removed_without_changing_results(backend, masked, causal):
     fn = tk.TokamaxAttention([backend])
     q, k, v = qkv(2, 13, 3, 8)
