@@ -64,10 +64,10 @@ run_leg() {
     # XLA's Triton GEMM emitter needs autotuning a compile-only device cannot do: cuBLASLt instead.
     # libtpu takes a machine-wide lock file by default; other processes (another leg, a colleague) may hold it.
     (cd "$REPO" && JAX_PLATFORMS=cpu PYTHONPATH="$REPO/src" JIMM_TARGETS_LEG="$leg" ALLOW_MULTIPLE_LIBTPU_LOAD=1 \
-        XLA_FLAGS="--xla_gpu_enable_triton_gemm=false" \
+        XLA_FLAGS="--xla_gpu_enable_triton_gemm=false --xla_gpu_autotune_level=0" \
         JIMM_TARGETS_TOKENS="$(leg_tokens "$leg")" JIMM_TARGETS_NUMERIC_ROWS="$(leg_numeric_rows "$leg")" \
         TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/python" -m pytest -p no:xdist -p no:cacheprovider -o addopts="" \
-        -m targets -q -rs -s tests/test_attention_targets.py 2>&1) | grep -av -e "Autotuning cache miss" \
+        -m targets -q -rs -s tests/test_attention_targets.py 2>&1) | grep -av --line-buffered -e "Autotuning cache miss" \
         -e "^[IWE]0000 " -e "^WARNING: All log messages" -e "^WARNING: Logging before" -e "cudart_stub" \
         -e "could not determine TPU" -e "^=== Source Location Trace" -e "libtpu_init_utils" -e "^\.\.\.$" \
         -e "Loading cache file" -e "cache file not found"
