@@ -33,11 +33,16 @@ leg_requirements() {
     esac
 }
 
-# The full grid on the pinned stack; the current stack's leg compiles the shortest and longest sequences and half
-# the interpret-mode rows (jax's persistent cache cannot reload executables of compile-only devices, so every
-# run compiles everything: 10-60 s per ViT-B/16 step on 2 cores).
-leg_tokens() { case "$1" in py311) echo "197,257,1025,4097" ;; *) echo "197,4097" ;; esac; }
-leg_numeric_rows() { case "$1" in py311) echo 6 ;; *) echo 3 ;; esac; }
+# The pinned stack compiles the full H100 grid (the memory table of docs/attention.md); TPU and the current stack
+# compile the shortest and longest sequences, the current stack without xla_chunked (the same XLA code as on the
+# pinned stack), and three interpret-mode rows a kernel. jax's persistent cache cannot reload executables of
+# compile-only devices, so every run compiles everything (2-20 s per ViT-B/16 step for H100, 5-50 s for TPU).
+leg_env() {
+    case "$1" in
+        py311) echo "JIMM_TARGETS_TOKENS=197,257,1025,4097 JIMM_TARGETS_TPU_TOKENS=197,4097 JIMM_TARGETS_NUMERIC_ROWS=3" ;;
+        *) echo "JIMM_TARGETS_TOKENS=197,4097 JIMM_TARGETS_TPU_TOKENS=197,4097 JIMM_TARGETS_SKIP=xla_chunked JIMM_TARGETS_NUMERIC_ROWS=3" ;;
+    esac
+}
 
 setup_leg() {  # build (once) the leg's venv; the stamp records what it was built from
     local leg="$1" version venv python reqs stamp
@@ -63,9 +68,10 @@ run_leg() {
     echo "=== leg $leg: $("$venv/bin/python" -c 'import sys, jax, importlib.metadata as m; print("python", sys.version.split()[0], "jax", jax.__version__, "tokamax", m.version("tokamax"), "flax", m.version("flax"))' 2>/dev/null)"
     # XLA's Triton GEMM emitter needs autotuning a compile-only device cannot do: cuBLASLt instead.
     # libtpu takes a machine-wide lock file by default; other processes (another leg, a colleague) may hold it.
-    (cd "$REPO" && JAX_PLATFORMS=cpu PYTHONPATH="$REPO/src" JIMM_TARGETS_LEG="$leg" ALLOW_MULTIPLE_LIBTPU_LOAD=1 \
+    # shellcheck disable=SC2046
+    (cd "$REPO" && export $(leg_env "$leg") && JAX_PLATFORMS=cpu PYTHONPATH="$REPO/src" JIMM_TARGETS_LEG="$leg" \
+        ALLOW_MULTIPLE_LIBTPU_LOAD=1 \
         XLA_FLAGS="--xla_gpu_enable_triton_gemm=false --xla_gpu_autotune_level=0" \
-        JIMM_TARGETS_TOKENS="$(leg_tokens "$leg")" JIMM_TARGETS_NUMERIC_ROWS="$(leg_numeric_rows "$leg")" \
         TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/python" -m pytest -p no:xdist -p no:cacheprovider -o addopts="" \
         -m targets -q -rs -s tests/test_attention_targets.py 2>&1) | grep -av --line-buffered -e "Autotuning cache miss" \
         -e "^[IWE]0000 " -e "^WARNING: All log messages" -e "^WARNING: Logging before" -e "cudart_stub" \

@@ -147,11 +147,15 @@ def kernel_call(device, tokens, training):
     return Call(q, q, q, None, None, is_causal=False, training=training, device=device)
 
 
+# Per leg (scripts/check_targets.sh): TPU compiles take 3x as long as H100 ones here, and backends can be skipped.
+TPU_TOKENS = tuple(int(t) for t in os.environ.get("JIMM_TARGETS_TPU_TOKENS", ",".join(map(str, TOKENS))).split(","))
+SKIP = set(filter(None, os.environ.get("JIMM_TARGETS_SKIP", "").split(",")))
 GRID = [
     (target, backend, tokens, mode)
-    for target, names in (("h100", GPU_BACKENDS), ("tpu", TPU_BACKENDS))
+    for target, names, lengths in (("h100", GPU_BACKENDS, TOKENS), ("tpu", TPU_BACKENDS, TPU_TOKENS))
     for backend in names
-    for tokens in TOKENS
+    if backend not in SKIP
+    for tokens in lengths
     for mode in ("forward", "training")
 ]
 
@@ -192,32 +196,36 @@ def test_backend_compiles_or_is_refused_for_its_documented_reason(targets, targe
 @pytest.mark.parametrize("target", ["h100", "tpu"])
 @pytest.mark.parametrize("mode", ["forward", "training"])
 def test_every_spec_list_reaches_a_compiling_backend(targets, target, mode):
+    """Each list resolves, on the target, to a backend whose kernel compiled there at ViT-B/16's attention shape
+    (the resolution's probe lowers and compiles it, the backward too in training); the grid above compiles the
+    whole model per backend."""
+    from jimm.common.tokamax_attention import BACKEND_TABLE
+
     device, training = targets[target], mode == "training"
+    q = jax.ShapeDtypeStruct((8, TOKENS[0], 12, 64), jnp.bfloat16)
     for names in SPEC_LISTS[target]:
-        fn = spec_fn(names, device)
-        compiled = compile_step(device, TOKENS[0], fn, training)
-        assert compiled.as_text()
-        q = jax.ShapeDtypeStruct((8, TOKENS[0], 12, 64), jnp.bfloat16)
-        chosen = fn.choice(q, training=training)
-        mark = KERNEL_MARK.get(chosen.backend)
-        assert mark is None or mark in compiled.as_text()
+        chosen = spec_fn(names, device).choice(q, training=training)
+        assert (
+            chosen.backend in names
+            and BACKEND_TABLE[chosen.backend].refusal(kernel_call(device, TOKENS[0], training)) is None
+        )
         record(dict(leg=LEG, target=target, backend=" > ".join(names), tokens=TOKENS[0], mode=mode,
-                         result=chosen.describe()))  # fmt: skip
+                    result=chosen.describe()))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Interpret-mode numerics on CPU, through jimm's wrapper.
 
 INTERPRET = ("triton", "mosaic_tpu")
-# Rows covering every T (130, 197, 256), head dim (64, 72, 80), dtype and mask state at least twice, instead of
-# the 36-case product: one interpreted case takes 10-35 s on a 2-core machine.
-NUMERIC_CASES = [
+# Rows covering every T (130, 197, 256), head dim (64, 72, 80), dtype and mask state, instead of the 36-case
+# product: one interpreted case takes 10-50 s on a 2-core machine.
+NUMERIC_CASES = [  # any prefix of three or more covers every T and head dim
     (130, 64, "float32", False),
+    (197, 72, "bfloat16", True),
+    (256, 80, "float32", True),
     (130, 80, "bfloat16", True),
-    (197, 72, "float32", True),
-    (197, 64, "bfloat16", False),
-    (256, 80, "float32", False),
-    (256, 72, "bfloat16", True),
+    (197, 64, "float32", False),
+    (256, 72, "bfloat16", False),
 ]
 TOL = {"float32": 2e-5, "bfloat16": 3e-2}  # max abs error vs jax.nn (outputs ~1, gradients scaled alike)
 # jax 0.10's generic Pallas interpreter cannot run tokamax's Triton backward (`program_id` inside `fori_loop`).
