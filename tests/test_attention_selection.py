@@ -157,10 +157,11 @@ A100 = types.SimpleNamespace(platform="gpu", device_kind="NVIDIA A100-SXM4-80GB"
 TPU = types.SimpleNamespace(platform="tpu", device_kind="TPU v5 lite")
 
 
-def call(device, t=197, h=64, dtype=jnp.bfloat16, *, training=False, bias=False, b=8):
+def call(device, t=197, h=64, dtype=jnp.bfloat16, *, training=False, bias=False, b=8, mask=None):
     q = jax.ShapeDtypeStruct((b, t, 12, h), dtype)
     bias = jax.ShapeDtypeStruct((b, 12, t, t), dtype) if bias else None
-    return tk.Call(q, q, q, bias, None, is_causal=False, training=training, device=device)
+    mask = None if mask is None else jax.ShapeDtypeStruct(mask, jnp.bool_)
+    return tk.Call(q, q, q, bias, mask, is_causal=False, training=training, device=device)
 
 
 @pytest.mark.parametrize(
@@ -181,6 +182,12 @@ def call(device, t=197, h=64, dtype=jnp.bfloat16, *, training=False, bias=False,
         ("cudnn", call(H100, t=256, training=True, bias=True), "computes bias gradients at batch 1 only"),
         ("mosaic_tpu", call(TPU), None),
         ("mosaic_tpu", call(TPU, bias=True), "takes no attention bias"),
+        (
+            "mosaic_tpu",
+            call(TPU, mask=(8, 1, 1, 197)),
+            "takes one mask for the whole batch ([1, 1, T, S]), not (8, 1, 1, 197)",
+        ),
+        ("mosaic_tpu", call(TPU, mask=(1, 1, 197, 197)), None),
         ("mosaic_tpu", call(H100), "needs tpu hardware, not 'NVIDIA H100 80GB HBM3'"),
         ("xla_chunked", call(TPU, dtype=jnp.float32), None),
     ],

@@ -14,6 +14,7 @@ scripts/check_targets.sh in its own environments; skipped elsewhere).
 import contextlib
 import dataclasses
 import os
+import re
 import time
 
 import jax
@@ -183,6 +184,12 @@ def test_backend_compiles_or_is_refused_for_its_documented_reason(targets, targe
             raise
         record(row | dict(result=f"refused at compile time (known): {known}"))
         return
+    except jax.errors.JaxRuntimeError as err:  # the TPU compiler checks the step fits one chip's HBM
+        if "RESOURCE_EXHAUSTED" not in str(err) or target != "tpu":
+            raise
+        needs = re.search(r"temporaries \(([\d.]+G)\) exceeds available HBM \(([\d.]+G)\)", str(err))
+        record(row | dict(result="does not fit one chip: " + (f"{needs[1]} > {needs[2]}" if needs else "HBM")))
+        return
     hlo = compiled.as_text()
     memory = compiled.memory_analysis()
     mark = KERNEL_MARK.get(backend)
@@ -265,9 +272,10 @@ def test_interpret_mode_matches_jax_nn(monkeypatch, backend, tokens, head_dim, d
     r = np.random.RandomState(tokens + head_dim)
     q, k, v = (jnp.asarray(r.randn(2, tokens, 2, head_dim), dtype) for _ in range(3))
     mask = None
-    if masked:  # key padding: the second example has a third of its keys padded
+    if masked:  # key padding: the second example has a third of its keys padded (splash: one mask for all)
         keep = np.arange(tokens)[None, :] < np.array([tokens, tokens * 2 // 3])[:, None]
-        mask = jnp.asarray(keep[:, None, None, :])
+        keep = keep[1:] if backend == "mosaic_tpu" else keep
+        mask = jnp.asarray(np.broadcast_to(keep[:, None, None, :], (len(keep), 1, tokens, tokens)))
     weights = jnp.asarray(r.randn(2, tokens, 2, head_dim), jnp.float32)
 
     def loss(fn, q, k, v):

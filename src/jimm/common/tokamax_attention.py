@@ -97,6 +97,7 @@ class Backend:
     takes_bias: bool = True
     even_lengths_in_training: bool = False
     full_mask: bool = False  # a mask must have full [.., T, S] axes
+    unbatched_mask: bool = False  # a mask must be the same for every example and head ([1, 1, T, S])
     # Without a caller's mask, exclude padded keys by length (`key_value_seq_lengths`) rather than a boolean mask
     # (Mosaic GPU's backward copies a bool mask with byte strides that must be multiples of 16).
     pad_by_length: bool = False
@@ -119,6 +120,8 @@ class Backend:
             )
         if call.bias is not None and not self.takes_bias:
             return "takes no attention bias"
+        if self.unbatched_mask and call.mask is not None and math.prod(call.mask.shape[:-2]) != 1:
+            return f"takes one mask for the whole batch ([1, 1, T, S]), not {tuple(call.mask.shape)}"
         if call.training and self.even_lengths_in_training and (t % 2 or s % 2):
             return f"cannot train at odd sequence lengths (q {t}, kv {s})"
         if call.training and call.bias is not None and self.name == "cudnn" and call.query.shape[0] != 1:
@@ -164,8 +167,8 @@ BACKEND_TABLE: dict[str, Backend] = {
     "cudnn": Backend(
         "cudnn", NVIDIA, _HALF, head_dim_multiple=8, max_head_dim=256, even_lengths_in_training=True, full_mask=True
     ),
-    # Splash attention (TPU v5+): blocks of 128 tokens that must divide the sequence; no bias.
-    "mosaic_tpu": Backend("mosaic_tpu", frozenset({"tpu"}), pad_multiple=128, takes_bias=False),
+    # Splash attention (TPU v5+): blocks of 128 tokens that must divide the sequence; no bias; one mask per batch.
+    "mosaic_tpu": Backend("mosaic_tpu", frozenset({"tpu"}), pad_multiple=128, takes_bias=False, unbatched_mask=True),
     "xla_chunked": Backend("xla_chunked"),
     "xla": Backend("xla", probe=False),
 }
