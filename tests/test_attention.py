@@ -1,6 +1,7 @@
 """Attention backends: parity with a float64 reference on odd shapes, fallback resolution, padding masks, dropout
 rules, custom attention_fns from the original jimm, and attention maps equal to transformers'."""
 
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from conftest import hf_model, images, to_torch
 from flax import nnx
 
 import jimm
-from jimm.common import attention as attn
+from jimm.common import tokamax_attention as tk
 from jimm.common.attention import (
     TokamaxAttention,
     attention_weights,
@@ -225,7 +226,7 @@ def test_no_padding_when_already_aligned():
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
 def test_padding_backend_end_to_end(monkeypatch, masked):
     """Pretend the xla kernel needs 64-token blocks: jimm pads 50 -> 64, masks the pad, slices the output."""
-    monkeypatch.setitem(attn.PAD_MULTIPLE, "xla", 64)
+    monkeypatch.setitem(tk.BACKEND_TABLE, "xla", dataclasses.replace(tk.BACKEND_TABLE["xla"], pad_multiple=64))
     fn = TokamaxAttention(["xla"])
     q, k, v = qkv(2, 50, 3, 5)
     mask = random_mask(2, 50, 50) if masked else None

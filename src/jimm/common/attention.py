@@ -7,13 +7,12 @@ tokamax and the original jimm's `attention_fn` share, so a custom function writt
 Three families:
 - `jax_attention("xla" | "cudnn")`: `jax.nn.dot_product_attention`, no extra dependency. `xla` is the default;
   on CPU it runs the explicit path below (the same maths, heads-major, faster on XLA's CPU backend).
-- `make_tokamax_attention([...])`: tokamax kernels with an ordered fallback list, resolved once per
-  (shapes, dtype, platform) by tracing each candidate abstractly; `choice(q, k, v)` says which one won and why.
+- `make_tokamax_attention([...])` (in `tokamax_attention`, re-exported here): tokamax kernels with an ordered
+  fallback list, each call sent to the first backend whose limits allow it and that compiles on the target.
 - `attention_weights` / `apply_attention_weights`: the explicit XLA path, used for attention dropout and for
   attention maps whatever backend a model runs.
 
-Padding: only `mosaic_tpu` (splash attention) needs the token axis padded (to a multiple of 128, its smallest
-block); padded keys are masked out and padded query rows sliced off. Every other kernel takes any length.
+Models call their `attention_fn` through `AttentionCall` (the original jimm's `causal=` contract).
 Dropout: only the XLA backends (whose maths *is* the explicit path) can run with attention dropout in
 training; asking any other backend for it is an error (see `check_dropout_support`).
 """
@@ -21,11 +20,10 @@ training; asking any other backend for it is an error (see `check_dropout_suppor
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import math
-import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
@@ -34,11 +32,6 @@ from jaxtyping import Array, Bool, Float
 
 logger = logging.getLogger(__name__)
 
-# The spec's backend names, in the order of its table.
-BACKENDS: tuple[str, ...] = ("mosaic", "triton", "cudnn", "mosaic_tpu", "xla_chunked", "xla")
-# Token-axis multiple a kernel needs from us. Splash attention's blocks are multiples of 128 lanes and must
-# divide the sequence; tokamax's GPU kernels and the XLA paths handle ragged lengths themselves.
-PAD_MULTIPLE: dict[str, int] = {"mosaic_tpu": 128}
 # Backends whose maths is exactly the explicit XLA path, so attention dropout can run there instead.
 DROPOUT_CAPABLE: frozenset[str] = frozenset({"xla"})
 
@@ -156,9 +149,11 @@ def _cpu_attention_bwd(residuals, d_out):
 cpu_attention.defvjp(_cpu_attention_fwd, _cpu_attention_bwd)
 
 
-def reference_attention(query, key, value, bias=None, mask=None, **kwargs: Any) -> Float[Array, "B T N H"]:
+def reference_attention(
+    query, key, value, bias=None, mask=None, *, causal: bool = False, **kwargs: Any
+) -> Float[Array, "B T N H"]:
     """The explicit path as an `attention_fn` (what the tests compare every backend against)."""
-    is_causal = _flax_kwargs("reference_attention", kwargs)
+    is_causal = _flax_kwargs("reference_attention", kwargs) or causal
     return explicit_attention(query, key, value, bias=bias, mask=mask, is_causal=is_causal)
 
 
@@ -176,11 +171,13 @@ class JaxAttention:
         if self.implementation not in ("xla", "cudnn"):
             raise ValueError(
                 f"jax.nn attention implementation must be 'xla' or 'cudnn', got {self.implementation!r}; "
-                f"for tokamax kernels use make_tokamax_attention({list(BACKENDS)!r})"
+                "for tokamax kernels use make_tokamax_attention(['mosaic', 'triton', 'xla']) (any list of backends)"
             )
 
-    def __call__(self, query, key, value, bias=None, mask=None, **kwargs: Any) -> Float[Array, "B T N H"]:
-        is_causal = _flax_kwargs(repr(self), kwargs)
+    def __call__(
+        self, query, key, value, bias=None, mask=None, *, causal: bool = False, **kwargs: Any
+    ) -> Float[Array, "B T N H"]:
+        is_causal = _flax_kwargs(repr(self), kwargs) or causal
         if self.implementation == "cudnn" and jax.default_backend() != "gpu":
             raise RuntimeError(
                 f"jax_attention('cudnn') needs an NVIDIA GPU with cuDNN, but the default backend is "
@@ -212,162 +209,13 @@ def jax_attention(implementation: str = "xla") -> JaxAttention:
 xla_attention = JaxAttention("xla")  # the default attention_fn
 
 
-# --------------------------------------------------------------------------------------------------------------
-# tokamax, with fallbacks resolved once per shape.
-
-
-@dataclasses.dataclass(frozen=True)
-class BackendChoice:
-    """Which backend a fallback list resolved to for one (shapes, dtype, platform), and why the others lost."""
-
-    backend: str
-    padded_tokens: int | None  # the token count the kernel runs at, when jimm pads; None when it does not
-    skipped: tuple[tuple[str, str], ...]  # (backend, reason) for every earlier candidate
-
-    def describe(self) -> str:
-        why = "; ".join(f"{name}: {reason}" for name, reason in self.skipped) or "first in the list"
-        pad = f", tokens padded to {self.padded_tokens}" if self.padded_tokens else ""
-        return f"chose {self.backend!r}{pad} (skipped {why})" if self.skipped else f"chose {self.backend!r}{pad}"
-
-
-class TokamaxAttention:
-    """`attention_fn` over tokamax's public `dot_product_attention`, trying `backends` in order.
-
-    The first backend that traces without `NotImplementedError` for a given (q/k/v shapes, dtype, mask/bias
-    shapes, platform) wins; the choice is cached on this object (`choice(...)`, `choices`) and logged at INFO.
-    """
-
-    def __init__(self, backends: Sequence[str]):
-        self.backends = tuple(backends)
-        self._choices: dict[tuple, BackendChoice] = {}
-        self._lock = threading.Lock()
-
-    def __eq__(self, other: object) -> bool:  # a pure memo: equal lists behave identically
-        return isinstance(other, TokamaxAttention) and other.backends == self.backends
-
-    def __hash__(self) -> int:
-        return hash((TokamaxAttention, self.backends))
-
-    def __repr__(self) -> str:
-        return f"make_tokamax_attention({list(self.backends)!r})"
-
-    def __deepcopy__(self, memo) -> TokamaxAttention:  # models are copied; the memo (and its lock) is shared
-        return self
-
-    def __reduce__(self):
-        return make_tokamax_attention, (list(self.backends),)
-
-    @property
-    def choices(self) -> dict[tuple, BackendChoice]:
-        """Every resolution made so far, keyed by (platform, shapes, dtypes)."""
-        return dict(self._choices)
-
-    def choice(self, query, key=None, value=None, bias=None, mask=None, *, is_causal: bool = False) -> BackendChoice:
-        """The backend used for these inputs (arrays or `jax.ShapeDtypeStruct`s), resolving it if needed."""
-        key = query if key is None else key
-        value = key if value is None else value
-        cache_key = (
-            _platform(),
-            *(_sig(x) for x in (query, key, value, bias, mask)),
-            is_causal,
-        )
-        with self._lock:
-            found = self._choices.get(cache_key)
-        if found is not None:
-            return found
-        found = self._resolve(query, key, value, bias, mask, is_causal)
-        with self._lock:
-            self._choices[cache_key] = found
-        logger.info(
-            "tokamax attention %s for q%s %s on %s: %s",
-            list(self.backends),
-            tuple(query.shape),
-            jnp.dtype(query.dtype).name,
-            cache_key[0],
-            found.describe(),
-        )
-        return found
-
-    def supports_dropout(self, query: jax.Array, key: jax.Array) -> bool:
-        return self.choice(query, key).backend in DROPOUT_CAPABLE
-
-    def __call__(self, query, key, value, bias=None, mask=None, **kwargs: Any) -> Float[Array, "B T N H"]:
-        is_causal = _flax_kwargs(repr(self), kwargs)
-        query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)  # tokamax takes jax arrays only
-        bias, mask = (None if x is None else jnp.asarray(x) for x in (bias, mask))
-        chosen = self.choice(query, key, value, bias, mask, is_causal=is_causal)
-        return _run_tokamax(chosen.backend, query, key, value, bias, mask, is_causal)
-
-    def _resolve(self, query, key, value, bias, mask, is_causal) -> BackendChoice:
-        abstract = [
-            None if x is None else jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (query, key, value, bias, mask)
-        ]
-        skipped: list[tuple[str, str]] = []
-        for name in self.backends:
-            reason = _unavailable_reason(name)
-            if reason is None:
-                try:
-                    jax.eval_shape(lambda *a, name=name: _run_tokamax(name, *a, is_causal), *abstract)
-                except NotImplementedError as err:
-                    reason = str(err) or type(err).__name__
-                except ValueError as err:
-                    if "Unknown implementation" not in str(err):
-                        raise
-                    reason = "not available in this tokamax installation"
-            if reason is None:
-                multiple = PAD_MULTIPLE.get(name, 1)
-                padded = _round_up(key.shape[1], multiple)
-                return BackendChoice(name, padded if padded != key.shape[1] else None, tuple(skipped))
-            skipped.append((name, reason))
-        raise RuntimeError(
-            f"no attention backend in {list(self.backends)} supports q{tuple(query.shape)} "
-            f"{jnp.dtype(query.dtype).name} on {_platform()}: "
-            + "; ".join(f"{n}: {r}" for n, r in skipped)
-            + ". End the list with 'xla' (runs everywhere)."
-        )
-
-
-def tokamax_attention(
-    query, key, value, bias=None, mask=None, *, implementation: str | Sequence[str] | None = None, **kwargs: Any
-) -> Float[Array, "B T N H"]:
-    """Attention through tokamax (`pip install 'jimm[tokamax]'`), usable directly as an `attention_fn`.
-
-    `implementation` is one backend name or an ordered fallback list; None means
-    `["mosaic", "triton", "mosaic_tpu", "xla"]` (the fastest available kernel, XLA everywhere else).
-    """
-    return make_tokamax_attention(implementation)(query, key, value, bias=bias, mask=mask, **kwargs)
-
-
-_DEFAULT_TOKAMAX = ("mosaic", "triton", "mosaic_tpu", "xla")
-_SHARED: dict[tuple[str, ...], TokamaxAttention] = {}
-
-
-def make_tokamax_attention(backends: str | Sequence[str] | None = None) -> TokamaxAttention:
-    """An `attention_fn` that tries tokamax `backends` in order (e.g. `["mosaic", "triton", "xla"]` on H100).
-
-    Valid names: mosaic (H100/B100 Pallas Mosaic GPU), triton (any NVIDIA GPU), cudnn (cuDNN via jax.nn),
-    mosaic_tpu (TPU v5+ splash attention), xla_chunked (memory-efficient chunked XLA), xla (runs everywhere).
-    """
-    if backends is None:
-        backends = _DEFAULT_TOKAMAX
-    names = (backends,) if isinstance(backends, str) else tuple(backends)
-    if not names:
-        raise ValueError(f"make_tokamax_attention needs at least one backend; valid names: {list(BACKENDS)}")
-    unknown = [n for n in names if n not in BACKENDS]
-    if unknown:
-        raise ValueError(f"unknown attention backend(s) {unknown}; valid names: {list(BACKENDS)}")
-    _import_tokamax()
-    if names not in _SHARED:  # one resolution cache per list, shared by every model that uses it
-        _SHARED[names] = TokamaxAttention(names)
-    return _SHARED[names]
-
-
 def check_dropout_support(attention_fn: Callable[..., Any], query: jax.Array, key: jax.Array, rate: float) -> None:
     """Raise unless `attention_fn` may be replaced by the explicit XLA path to apply attention dropout."""
     supports = getattr(attention_fn, "supports_dropout", None)
     if supports is not None and supports(query, key):
         return
-    what = attention_fn.choice(query, key).backend if isinstance(attention_fn, TokamaxAttention) else None
+    choice = getattr(attention_fn, "choice", None)  # a tokamax list: say what it resolved to
+    what = choice(query, key).backend if callable(choice) else None
     name = f"{attention_fn!r} (resolved to {what!r} here)" if what else repr(attention_fn)
     raise ValueError(
         f"attention dropout {rate} in training needs the attention probabilities, which {name} does not expose; "
@@ -377,58 +225,77 @@ def check_dropout_support(attention_fn: Callable[..., Any], query: jax.Array, ke
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Helpers.
+# How a model calls its attention_fn.
 
 
-def pad_tokens(
-    query: Float[Array, "B T N H"],
-    key: Float[Array, "B S N H"],
-    value: Float[Array, "B S N H"],
-    mask: Bool[Array, "#B #N #T #S"] | None,
-    multiple: int,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
-    """Pad the token axes up to `multiple`, with a key mask so padded keys get exactly zero weight.
+@dataclasses.dataclass(frozen=True)
+class AttentionCall:
+    """One block's call of its `attention_fn`, adapted once (at construction) to the function's signature.
 
-    The mask returned is `[1, 1, T', S']` when no mask was given (one unbatched mask, what splash accepts).
+    The contract (the original jimm's): `fn(q, k, v, mask=mask, causal=causal)`. `causal` says whether the block
+    masks future keys (CLIP's text tower); `mask` is the complete mask, True = attend, `[B, 1, T, S]`: the
+    causal mask combined with the padding mask when there is one. So a function that honours either keyword
+    gets causality right. `causal=False` is passed only to a function that names the parameter, so a
+    `**kwargs` wrapper around a mask-only function (e.g. `flax.nnx.dot_product_attention`) keeps working in
+    non-causal models. Adaptation for functions that do not take both (named or through `**kwargs`):
+    - no `causal`: passed as `is_causal=` when the function has that keyword (`jax.nn`, tokamax, flax);
+      otherwise not passed (the mask carries it).
+    - no `mask`: the mask is left out when it is only the causal mask and `causal` was passed; a padding mask
+      such a function cannot take is an error (it would be silently dropped).
     """
-    t, s = query.shape[1], key.shape[1]
-    tp, sp = _round_up(t, multiple), _round_up(s, multiple)
-    if (tp, sp) == (t, s):
-        return query, key, value, mask
 
-    def pad(x, n):
-        return jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0)))
+    fn: Callable[..., Any]
+    causal: bool = False
+    causal_keyword: str | None = "causal"  # the keyword the causal flag goes by, None: the mask alone
+    takes_mask: bool = True
+    names_causal: bool = True  # the keyword is a named parameter (else only reached through **kwargs)
 
-    keep = jnp.broadcast_to(jnp.arange(sp) < s, (1, 1, tp, sp))
-    if mask is not None:
-        if mask.ndim != 4:
-            raise ValueError(f"attention mask must be rank 4 [B, N, T, S] (broadcastable), got {mask.shape}")
-        mask = jnp.broadcast_to(mask, (*mask.shape[:2], t, s))
-        keep = keep & jnp.pad(mask, ((0, 0), (0, 0), (0, tp - t), (0, sp - s)), constant_values=True)
-    return pad(query, tp), pad(key, sp), pad(value, sp), keep
+    @classmethod
+    def bind(cls, fn: Callable[..., Any], *, causal: bool = False) -> AttentionCall:
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):  # no introspectable signature: assume the original's contract
+            return cls(fn, causal)
+        kinds = {p.kind for p in params.values()}
+        var_kw = inspect.Parameter.VAR_KEYWORD in kinds
+        named = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+        keyword = "causal" if var_kw or "causal" in named else ("is_causal" if "is_causal" in named else None)
+        return cls(fn, causal, keyword, var_kw or "mask" in named, keyword in named)
+
+    def __call__(
+        self,
+        query: Float[Array, "B T N H"],
+        key: Float[Array, "B S N H"],
+        value: Float[Array, "B S N H"],
+        padding: Bool[Array, "#B #N #T S"] | None = None,
+    ) -> Float[Array, "B T N H"]:
+        """Attention over `padding` (True = attend; None: every key) and, for a causal block, the causal mask."""
+        mask = full_mask(padding, query.shape[1], key.shape[1], causal=self.causal)
+        kwargs: dict[str, Any] = {}
+        if self.causal_keyword is not None and (self.causal or self.names_causal):
+            kwargs[self.causal_keyword] = self.causal
+        if mask is not None and self.takes_mask:
+            kwargs["mask"] = mask
+        elif padding is not None or (self.causal and self.causal_keyword is None):
+            what = "a padding mask" if padding is not None else "a causal mask"
+            raise TypeError(
+                f"attention_fn {self.fn!r} takes no `mask=` keyword, but this block needs {what}: add "
+                "`mask=None` (a boolean [B, 1, T, S] array, True = attend) to the function, or `**kwargs`"
+            )
+        return self.fn(query, key, value, **kwargs)
 
 
-def _run_tokamax(name, query, key, value, bias, mask, is_causal):
-    tokamax = _import_tokamax()
-    t = query.shape[1]
-    multiple = PAD_MULTIPLE.get(name, 1)
-    if multiple > 1:
-        if bias is not None:
-            raise NotImplementedError(f"{name} takes no attention bias")
-        query, key, value, mask = pad_tokens(query, key, value, mask, multiple)
-    out = tokamax.dot_product_attention(
-        query, key, value, bias=bias, mask=mask, is_causal=is_causal, implementation=name
-    )
-    return out[:, :t] if out.shape[1] != t else out
+def full_mask(padding, t: int, s: int, *, causal: bool) -> jax.Array | None:
+    """`padding` combined with the causal mask when `causal`, with full `[.., T, S]` axes (what cuDNN needs);
+    None when there is neither."""
+    if padding is None and not causal:
+        return None
+    mask = _with_causal(padding, t, s) if causal else padding
+    return jnp.broadcast_to(mask, jnp.broadcast_shapes(mask.shape, (1, 1, t, s)))
 
 
-def _unavailable_reason(name: str) -> str | None:
-    """Reasons tokamax would not report as NotImplementedError."""
-    kind = jax.devices()[0].device_kind
-    if name == "mosaic" and "NVIDIA" not in kind:
-        # tokamax maps "mosaic" to its TPU kernel off NVIDIA; keep the spec's meaning (GPU) and say so.
-        return f"the NVIDIA Mosaic kernel, not for {kind!r} (use 'mosaic_tpu' on TPU)"
-    return None
+# --------------------------------------------------------------------------------------------------------------
+# Helpers.
 
 
 def _flax_kwargs(name: str, kwargs: dict[str, Any]) -> bool:
@@ -471,26 +338,16 @@ def _platform() -> str:
     return f"{device.platform}:{device.device_kind}"
 
 
-def _import_tokamax():
-    try:
-        import tokamax
-    except ImportError as err:
-        raise ImportError(
-            "tokamax attention needs the optional dependency tokamax: `pip install 'jimm[tokamax]'`. "
-            "Without it, leave `attention_fn=None` (jax.nn XLA) or use jimm.common.attention.jax_attention('cudnn')."
-        ) from err
-    _parse_absl_flags_once()
-    return tokamax
+# tokamax kernels live in their own module (the original jimm's path); these names stay importable from here,
+# loaded on first use (that module imports this one).
+_TOKAMAX_NAMES = frozenset(
+    {"BACKENDS", "BackendChoice", "TokamaxAttention", "make_tokamax_attention", "pad_tokens", "tokamax_attention"}
+)
 
 
-def _parse_absl_flags_once() -> None:
-    """tokamax reads absl flags, and absl parses all of `sys.argv` on first use; under pytest or any CLI with its
-    own flags that is an `UnrecognizedFlagError`. Parse only the flags absl knows (so `--tokamax_*` still work)."""
-    from absl import flags
+def __getattr__(name: str):
+    if name in _TOKAMAX_NAMES:
+        from . import tokamax_attention as module
 
-    if flags.FLAGS.is_parsed():
-        return
-    try:
-        flags.FLAGS(list(sys.argv[:1]) + [a for a in sys.argv[1:] if a.startswith("--tokamax")], known_only=True)
-    except flags.Error:
-        flags.FLAGS.mark_as_parsed()
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,16 +22,16 @@ from typing import Any
 
 import jax
 
-from .attention import _import_tokamax as _import_tokamax_for_attention
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["AutotuningResult", "autotune", "autotuned_fn", "cached_autotune", "load_autotune_result"]  # noqa: F822
 
 
 def _import_tokamax():
+    from .tokamax_attention import _import_tokamax as import_for_attention  # tokamax's import guard, written once
+
     try:
-        return _import_tokamax_for_attention()
+        return import_for_attention()
     except ImportError as err:
         raise ImportError(
             "autotuning needs the optional dependency tokamax: `pip install 'jimm[tokamax]'` "

@@ -3,7 +3,7 @@ one pooled vector per text, and SigLIP's optional `head` projection.
 
 | | CLIP (`CLIPTextModel`) | SigLIP, SigLIP 2 (`SiglipTextModel`) |
 |---|---|---|
-| attention mask | causal, combined with the padding mask when one is given | none, or the padding mask when given |
+| attention mask | causal (`causal=True`), and the padding mask when given | none, or the padding mask when given |
 | pooling | `argmax(ids)` if the config's `eos_token_id == 2` (legacy), else the first `eos_token_id` | the last token |
 | head | none (the projection belongs to the two-tower model) | `head`: Linear(D -> projection_size), bias |
 
@@ -123,6 +123,7 @@ class TextTower(nnx.Module):
             dropout=0.0,
             attention_dropout=c.attention_dropout,
             attention_fn=attention_fn,
+            causal=c.causal,
             sharding=sharding,
             dtype=dtype,
             param_dtype=param_dtype,
@@ -161,17 +162,14 @@ class TextTower(nnx.Module):
             )
 
     def attention_mask(self, input_ids: Int[Array, "B T"], padding: Int[Array, "B T"] | None) -> jax.Array | None:
-        """`[B, 1, T, T]` True-means-attend: causal (CLIP) and/or the keys `padding` marks as real; None: attend all."""
+        """`[B, 1, T, T]` True-means-attend over the keys `padding` marks as real; None: attend all. The causal
+        mask (CLIP) is not in it: the blocks add it and pass `causal=True` to the attention_fn."""
         b, t = input_ids.shape
-        mask = jnp.tril(jnp.ones((t, t), bool))[None, None] if self.config.causal else None
-        if padding is not None:
-            if padding.shape != input_ids.shape:
-                raise ValueError(
-                    f"attention_mask has shape {tuple(padding.shape)} but input_ids {tuple(input_ids.shape)}"
-                )
-            keys = jnp.broadcast_to(padding.astype(bool)[:, None, None, :], (b, 1, t, t))
-            mask = keys if mask is None else mask & keys
-        return None if mask is None else jnp.broadcast_to(mask, (b, 1, t, t))
+        if padding is None:
+            return None
+        if padding.shape != input_ids.shape:
+            raise ValueError(f"attention_mask has shape {tuple(padding.shape)} but input_ids {tuple(input_ids.shape)}")
+        return jnp.broadcast_to(padding.astype(bool)[:, None, None, :], (b, 1, t, t))
 
     def embed(self, input_ids: Int[Array, "B T"]) -> Float[Array, "B T D"]:
         self.check_ids(input_ids)

@@ -18,7 +18,15 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Bool, Float
 
 from . import init as initializers
-from .attention import AttentionFn, apply_attention_weights, attention_weights, check_dropout_support, xla_attention
+from .attention import (
+    AttentionCall,
+    AttentionFn,
+    apply_attention_weights,
+    attention_weights,
+    check_dropout_support,
+    full_mask,
+    xla_attention,
+)
 from .placement import Spec, constrain, einsum, like, place, with_sharding
 from .sharding import Plan
 
@@ -95,9 +103,10 @@ class LayerNorm(nnx.LayerNorm):
 class Attention(nnx.Module):
     """Multi-head self-attention with a fused qkv kernel `[D, 3, N, H]`.
 
-    `attention_fn(q, k, v, mask=...)` runs the attention itself; the explicit XLA path (probabilities
-    materialised) is used instead when attention dropout is active (only allowed for XLA backends, see
-    `check_dropout_support`) and when the weights are asked for (`weights`, `return_weights=True`).
+    `attention_fn(q, k, v, mask=..., causal=...)` runs the attention itself (`AttentionCall`: the original
+    jimm's contract, adapted to the function's signature); `causal=True` masks future keys. The explicit XLA
+    path (probabilities materialised) is used instead when attention dropout is active (only allowed for XLA
+    backends, see `check_dropout_support`) and when the weights are asked for (`weights`, `return_weights=True`).
 
     `qkv_bias` is one flag or three (query, key, value): DINOv3 has no key bias. Only the projections with a
     bias get one, stacked `[n_biased, N, H]`. `rope=(cos, sin)` rotates the queries and keys of the last
@@ -119,6 +128,7 @@ class Attention(nnx.Module):
         qk_norm: bool = False,
         eps: float = 1e-6,
         out_bias: bool = True,
+        causal: bool = False,
     ):
         if dim % num_heads:
             raise ValueError(f"hidden size {dim} is not divisible by the number of heads {num_heads}")
@@ -126,6 +136,8 @@ class Attention(nnx.Module):
         self.num_heads, self.head_dim = num_heads, head_dim
         self.dtype, self.sharding = dtype, sharding
         self.attention_fn = attention_fn or xla_attention
+        self.causal = causal
+        self.attend = AttentionCall.bind(self.attention_fn, causal=causal)
         flags = (qkv_bias,) * 3 if isinstance(qkv_bias, bool) else tuple(bool(b) for b in qkv_bias)
         self.bias_slots = tuple(i for i, on in enumerate(flags) if on)  # which of q, k, v have a bias
         key = rngs.params()
@@ -180,7 +192,7 @@ class Attention(nnx.Module):
     def weights(self, x: Float[Array, "B T D"], *, mask: jax.Array | None = None, rope=None) -> Float[Array, "B N T T"]:
         """Attention probabilities, always through the explicit XLA path."""
         q, k, _ = self.qkv(x, rope)
-        return attention_weights(q, k, mask=mask)
+        return attention_weights(q, k, mask=full_mask(mask, q.shape[1], k.shape[1], causal=self.causal))
 
     def __call__(
         self,
@@ -198,10 +210,10 @@ class Attention(nnx.Module):
         if dropout or return_weights:
             if dropout and not return_weights:
                 check_dropout_support(self.attention_fn, q, k, self.attn_drop.rate)
-            weights = attention_weights(q, k, mask=mask)
+            weights = attention_weights(q, k, mask=full_mask(mask, q.shape[1], k.shape[1], causal=self.causal))
             out = apply_attention_weights(self.attn_drop(weights) if dropout else weights, v)
         else:
-            out = self.attention_fn(q, k, v) if mask is None else self.attention_fn(q, k, v, mask=mask)
+            out = self.attend(q, k, v, mask)
         out = constrain(out, None, self.sharding.heads)
         y = einsum("BTNH,NHD->BTD", out, self.out_kernel[...].astype(self.dtype))
         y = _add_bias(y, self.out_bias)
@@ -449,6 +461,7 @@ class Block(nnx.Module):
         out_bias: bool = True,
         mlp: str = "mlp",
         mlp_bias: bool = True,
+        causal: bool = False,
     ):
         common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm1 = LayerNorm(dim, eps=eps, spec=sharding.norm, **common)
@@ -462,6 +475,7 @@ class Block(nnx.Module):
             qk_norm=qk_norm,
             eps=eps,
             out_bias=out_bias,
+            causal=causal,
             **common,
         )
         self.norm2 = LayerNorm(dim, eps=eps, spec=sharding.norm, **common)
