@@ -17,7 +17,7 @@ from jimm.common.attention import (
     tokamax_attention,
     xla_attention,
 )
-from jimm.common.sharding import NoSharding
+from jimm.common.sharding import NoSharding, resolve_sharding
 from jimm.common.text import TextTower, TextTowerConfig
 
 ATOL = 1e-5
@@ -182,7 +182,8 @@ TEXT = TextTowerConfig(vocab_size=31, hidden_size=20, num_layers=2, num_heads=4,
 
 
 def tower(attention_fn):
-    return TextTower(TEXT, attention_fn=attention_fn, use_gradient_checkpointing=False, sharding=NoSharding(),
+    plan = resolve_sharding(NoSharding())
+    return TextTower(TEXT, attention_fn=attention_fn, use_gradient_checkpointing=False, sharding=plan,
                      dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(3))  # fmt: skip
 
 
