@@ -36,7 +36,8 @@ MIN_CHILD_S = 30
 
 
 def attention_fn(name: str):
-    from jimm.common.attention import TokamaxAttention, jax_attention
+    from jimm.common.attention import jax_attention
+    from jimm.common.tokamax_attention import TokamaxAttention
 
     if name == "xla":
         return None  # the default: jax.nn.dot_product_attention(implementation="xla")

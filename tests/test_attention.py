@@ -193,7 +193,7 @@ def test_tokamax_under_foreign_command_line_flags():
         import sys
         sys.argv = ["prog", "-q", "--maxfail=1", "--not-an-absl-flag", "-x"]
         import jax.numpy as jnp
-        from jimm.common.attention import make_tokamax_attention
+        from jimm.common.tokamax_attention import make_tokamax_attention
         q = jnp.ones((1, 9, 2, 4))
         print(make_tokamax_attention(["xla_chunked"])(q, q, q).shape)
         """

@@ -25,7 +25,7 @@ from flax import nnx
 from image_text_fixtures import perturb, quiet_transformers
 
 import jimm
-from jimm.models import catalog
+from jimm.models import catalog, factory
 from jimm.models.catalog_data import ENTRIES
 
 RTOL = 1e-4  # max |ours - theirs| <= RTOL * max |theirs|, per output
@@ -91,7 +91,7 @@ def jax_leaves(tree):
 def test_param_count_at_full_depth(entry):
     theirs = hf_param_count(entry)
     assert theirs == entry.params, f"{entry.name}: transformers counts {theirs:,}, the catalog records {entry.params:,}"
-    ours = catalog.abstract_param_count(entry.name)
+    ours = factory.abstract_param_count(entry.name)
     assert ours == theirs, f"{entry.name}: jimm builds {ours:,} parameters, transformers {theirs:,}"
 
 

@@ -4,7 +4,7 @@ import importlib.util as _importlib_util
 from typing import Any as _Any
 
 from .common import sharding
-from .common.attention import jax_attention, make_tokamax_attention, tokamax_attention
+from .common.attention import jax_attention
 from .common.autotuning import autotune, autotuned_fn, cached_autotune, load_autotune_result
 from .common.sharding import (
     CLIPSharding,
@@ -15,10 +15,12 @@ from .common.sharding import (
     SigLIPSharding,
     ViTSharding,
 )
-from .models.catalog import create_model, list_models
+from .common.tokamax_attention import make_tokamax_attention, tokamax_attention
+from .models.catalog import list_models
 from .models.clip import CLIP, CLIPTextModel, CLIPVisionModel
 from .models.dinov2 import DINOv2Config, DINOv2Model
 from .models.dinov3 import DINOv3Config, DINOv3Model
+from .models.factory import create_model
 from .models.registry import from_pretrained
 from .models.siglip import SigLIP, SigLIPTextModel, SigLIPVisionModel
 from .models.vit import VisionTransformer, ViTConfig

@@ -7,8 +7,9 @@ tokamax and the original jimm's `attention_fn` share, so a custom function writt
 Three families:
 - `jax_attention("xla" | "cudnn")`: `jax.nn.dot_product_attention`, no extra dependency. `xla` is the default;
   on CPU it runs the explicit path below (the same maths, heads-major, faster on XLA's CPU backend).
-- `make_tokamax_attention([...])` (in `tokamax_attention`, re-exported here): tokamax kernels with an ordered
-  fallback list, each call sent to the first backend whose limits allow it and that compiles on the target.
+- `make_tokamax_attention([...])` (in `jimm.common.tokamax_attention`, which imports this module): tokamax kernels
+  with an ordered fallback list, each call sent to the first backend whose limits allow it and that compiles on
+  the target.
 - `attention_weights` / `apply_attention_weights`: the explicit XLA path, used for attention dropout and for
   attention maps whatever backend a model runs.
 
@@ -336,18 +337,3 @@ def _sig(x) -> tuple | None:
 def _platform() -> str:
     device = jax.devices()[0]
     return f"{device.platform}:{device.device_kind}"
-
-
-# tokamax kernels live in their own module (the original jimm's path); these names stay importable from here,
-# loaded on first use (that module imports this one).
-_TOKAMAX_NAMES = frozenset(
-    {"BACKENDS", "BackendChoice", "TokamaxAttention", "make_tokamax_attention", "pad_tokens", "tokamax_attention"}
-)
-
-
-def __getattr__(name: str):
-    if name in _TOKAMAX_NAMES:
-        from . import tokamax_attention as module
-
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

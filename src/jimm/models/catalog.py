@@ -1,81 +1,26 @@
 """The catalog: the hub checkpoints people load, by name, as data (`catalog_data.py`), and timm's vocabulary on it.
 
-`list_models("*siglip*")` lists catalog names (fnmatch patterns, as timm); `create_model(name)` builds the
-architecture with random weights from the entry's recorded `config.json` fields (under `nnx.eval_shape` nothing
-is allocated, so a 7B model can be inspected on a laptop); `create_model(name, pretrained=True)` and
-`jimm.from_pretrained(name)` load the entry's hub id. Each entry also says how its images are preprocessed and
+`list_models("*siglip*")` lists catalog names (fnmatch patterns, as timm); `jimm.create_model(name)`
+(`factory.py`) builds the architecture with random weights from the entry's recorded `config.json` fields (under
+`nnx.eval_shape` nothing is allocated, so a 7B model can be inspected on a laptop);
+`create_model(name, pretrained=True)` and `jimm.from_pretrained(name)` load the entry's hub id. Each entry also says how its images are preprocessed and
 its text tokenized, its parameter count at full depth (transformers' count for the same config, checked by the
 tests) and where its facts come from.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import fnmatch
 import functools
 import os
 from typing import Any
 
-FAMILIES = ("vit", "deit", "dinov2", "dinov3", "clip", "siglip", "siglip2")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Preprocessing:
-    """The checkpoint's `preprocessor_config.json` in brief: resize (then crop), rescale by 1/255, normalise."""
-
-    processor: str  # the transformers image processor class
-    size: dict[str, int]  # {"height", "width"} (resized exactly) or {"shortest_edge"} (aspect kept)
-    crop_size: int | None  # centre crop to crop_size x crop_size; None: no crop
-    resample: str  # "bilinear" | "bicubic" (PIL filters 2 | 3)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TokenizerFacts:
-    """How the text tower's inputs were made in training (see `jimm.text`)."""
-
-    kind: str  # "clip" (byte-level BPE), "siglip" (sentencepiece), "siglip2" (Gemma tokenizer.json)
-    max_length: int  # the text length the tower was trained with (its position table may be longer)
-    padding: str  # "max_length": pad every text to max_length; "longest": pooling ignores what follows EOS
-    pad_token: str
-    lowercase: bool
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class CatalogEntry:
-    """One hub checkpoint. `config` holds the architecture fields of its `config.json` (as published, HF class
-    defaults where the hub file omits a field); `unverified` names facts not confirmed from a published copy."""
-
-    name: str
-    hub_id: str
-    family: str
-    config: dict[str, Any]
-    preprocessing: Preprocessing
-    tokenizer: TokenizerFacts | None
-    params: int  # transformers' parameter count for `config` at full depth (its architectures' class)
-    source: str
-    unverified: tuple[str, ...] = ()
-    notes: str = ""
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"catalog entry {self.name}: unknown family {self.family!r}; known: {FAMILIES}")
-
-    def hf_config(self) -> dict[str, Any]:
-        """A fresh copy of the recorded config.json fields (safe to modify)."""
-        return copy.deepcopy(self.config)
-
-    @property
-    def architecture(self) -> str:
-        return self.config["architectures"][0]
+from .catalog_data import ENTRIES
+from .catalog_entry import FAMILIES, CatalogEntry, Preprocessing, TokenizerFacts
 
 
 @functools.cache
 def _entries() -> dict[str, CatalogEntry]:
-    from .catalog_data import ENTRIES
-
     return {entry.name: entry for entry in ENTRIES}
 
 
@@ -112,26 +57,6 @@ def resolve_name(name_or_path):
     if is_catalog_name(name_or_path) and not os.path.exists(name_or_path):
         return get_entry(name_or_path).hub_id
     return name_or_path
-
-
-def model_class_of(entry: CatalogEntry) -> type:
-    from .registry import class_for_config
-
-    return class_for_config(entry.config, source=entry.name)
-
-
-def create_model(name: str, *, pretrained: bool = False, **runtime: Any):
-    """The catalog model `name`: random weights (eval mode), or the hub checkpoint's with `pretrained=True`.
-
-    `runtime` keywords go to the class's `from_config` / `from_pretrained` (`dtype`, `param_dtype`, `sharding`,
-    `attention_fn`, `rngs`, ...; with `pretrained=True` also `revision`, `cache_dir`, `num_classes`, ...).
-    Under `nnx.eval_shape(lambda: jimm.create_model(name))` no parameter is allocated.
-    """
-    entry = get_entry(name)
-    cls = model_class_of(entry)
-    if pretrained:
-        return cls.from_pretrained(entry.hub_id, **runtime)
-    return cls.from_config(entry.hf_config(), **runtime)
 
 
 def format_count(n: int) -> str:
@@ -182,21 +107,12 @@ def count_params(model) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def abstract_param_count(name: str) -> int:
-    """jimm's parameter count of catalog model `name` at full depth, from shapes only (`nnx.eval_shape`)."""
-    from flax import nnx
-
-    return count_params(nnx.eval_shape(lambda: create_model(name)))
-
-
 __all__ = [
     "FAMILIES",
     "CatalogEntry",
     "Preprocessing",
     "TokenizerFacts",
-    "abstract_param_count",
     "count_params",
-    "create_model",
     "format_count",
     "get_entry",
     "is_catalog_name",

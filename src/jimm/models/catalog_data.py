@@ -9,7 +9,7 @@ count for the entry's config and class at full depth (tests/test_catalog.py reco
 
 from __future__ import annotations
 
-from .catalog import CatalogEntry, Preprocessing, TokenizerFacts
+from .catalog_entry import CatalogEntry, Preprocessing, TokenizerFacts
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 HALF = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from ..io.files import ModelFiles, locate
+from .catalog import resolve_name
 
 # model_type -> "module:Class"
 MODEL_TYPES: dict[str, str] = {
@@ -136,8 +137,6 @@ def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     `name_or_path` may also be a catalog name (`jimm.list_models()`). Keyword arguments go to that class's
     `from_pretrained` (e.g. `dtype=`, `sharding=`, `num_classes=`).
     """
-    from .catalog import resolve_name
-
     return _load(resolve_name(name_or_path), kwargs)  # a catalog name (`jimm.list_models()`) loads its hub id
 
 
