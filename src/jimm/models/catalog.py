@@ -1,12 +1,11 @@
 """The catalog: the hub checkpoints people load, by name, as data (`catalog_data.py`), and timm's vocabulary on it.
 
-`list_models("*siglip*")` lists catalog names (fnmatch patterns, as timm); `jimm.create_model(name)`
-(`factory.py`) builds the architecture with random weights from the entry's recorded `config.json` fields (under
-`nnx.eval_shape` nothing is allocated, so a 7B model can be inspected on a laptop);
-`create_model(name, pretrained=True)` and `jimm.from_pretrained(name)` load the entry's hub id. Each entry also says how its images are preprocessed and
-its text tokenized, its parameter count at full depth (transformers' count for the same config, checked by the
-tests) and where its facts come from.
-"""
+`list_models("*siglip*")` lists catalog names (fnmatch patterns, as timm); `jimm.create_model(name)` (`factory.py`)
+builds the architecture with random weights from the entry's recorded `config.json` fields (under `nnx.eval_shape`
+nothing is allocated, so a 7B model can be inspected on a laptop); `create_model(name, pretrained=True)` and
+`jimm.from_pretrained(name)` load the entry's hub id. Each entry also says how its images are preprocessed and its
+text tokenized, its parameter count at full depth (transformers' count for the same config, checked by the tests)
+and where its facts come from."""
 
 from __future__ import annotations
 
