@@ -17,16 +17,8 @@ from flax import nnx
 
 import jimm
 from jimm.common import tokamax_attention as tk
-from jimm.common.attention import (
-    TokamaxAttention,
-    attention_weights,
-    jax_attention,
-    make_tokamax_attention,
-    pad_tokens,
-    reference_attention,
-    tokamax_attention,
-    xla_attention,
-)
+from jimm.common.attention import attention_weights, jax_attention, reference_attention, xla_attention
+from jimm.common.tokamax_attention import TokamaxAttention, make_tokamax_attention, pad_tokens, tokamax_attention
 
 ATOL = 1e-5
 GPU_ONLY = ["mosaic", "triton", "cudnn", "mosaic_tpu"]

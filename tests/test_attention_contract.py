@@ -9,16 +9,10 @@ import pytest
 from flax import nnx
 
 import jimm
-from jimm.common.attention import (
-    AttentionCall,
-    jax_attention,
-    make_tokamax_attention,
-    reference_attention,
-    tokamax_attention,
-    xla_attention,
-)
+from jimm.common.attention import AttentionCall, jax_attention, reference_attention, xla_attention
 from jimm.common.sharding import NoSharding, resolve_sharding
 from jimm.common.text import TextTower, TextTowerConfig
+from jimm.common.tokamax_attention import make_tokamax_attention, tokamax_attention
 
 ATOL = 1e-5
 
