@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from test_attention import numpy_attention  # the float64 reference, written once
 
 import jimm
 from jimm.common.attention import AttentionCall, jax_attention, reference_attention, xla_attention
@@ -20,15 +21,6 @@ ATOL = 1e-5
 def qkv(b, t, n, h, seed=0):
     r = np.random.RandomState(seed)
     return tuple(r.randn(b, t, n, h).astype(np.float32) for _ in range(3))
-
-
-def numpy_attention(q, k, v, mask=None):
-    q, k, v = (x.astype(np.float64) for x in (q, k, v))
-    logits = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1])
-    if mask is not None:
-        logits = np.where(mask, logits, -np.inf)
-    p = np.exp(logits - logits.max(-1, keepdims=True))
-    return np.einsum("bnts,bsnh->btnh", p / p.sum(-1, keepdims=True), v)
 
 
 CAUSAL = np.tril(np.ones((13, 13), bool))[None, None]
