@@ -44,12 +44,17 @@ leg_env() {
     esac
 }
 
+leg_dependencies() {  # what the legs install from pyproject: the core dependencies and the tokamax extra only
+    python3 -c 'import sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print(sorted(p["dependencies"]), sorted(p["optional-dependencies"]["tokamax"]))' "$REPO/pyproject.toml"
+}
+
 setup_leg() {  # build (once) the leg's venv; the stamp records what it was built from
     local leg="$1" version venv python reqs stamp
     version="${leg#py}"; version="${version:0:1}.${version:1}"
     venv="$CACHE/$leg"
     reqs="$(leg_requirements "$leg") pytest"
-    stamp="$reqs | $(sha256sum "$REPO/pyproject.toml" | cut -c1-16)"
+    stamp="$reqs | $(leg_dependencies | sha256sum | cut -c1-16)"
     if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$stamp" ]; then return 0; fi
     python="$(find_python "$version")" || { echo "check_targets: no Python $version found (pyenv or python$version)" >&2; return 1; }
     echo "check_targets: building $venv ($reqs)" >&2
