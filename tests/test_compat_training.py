@@ -87,8 +87,8 @@ def test_clip_training_step_under_nnx_jit(mesh_kind):
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
 
 
-@pytest.mark.parametrize("mesh_kind", ["auto", "explicit"])
-@pytest.mark.parametrize("n_fsdp", [2, 4])
+# Two of the four (size, axis type) pairs: each size and each axis type once (the suite's slowest test otherwise).
+@pytest.mark.parametrize(("n_fsdp", "mesh_kind"), [(2, "explicit"), (4, "auto")])
 def test_fsdp_benchmark_pattern(n_fsdp, mesh_kind):
     """examples/bench_fsdp.py: a (1, n) ('data', 'fsdp') mesh on the first n devices, inputs on P('fsdp'),
     CLIP.from_config, adamw, `nnx.split((model, optimizer))` and `jax.jit` forward / train steps that merge."""
