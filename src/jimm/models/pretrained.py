@@ -16,7 +16,9 @@ from ..io.state import Slot, tensors_to_save
 from .loading import Plugin
 from .loading import load as load_pretrained
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the DINO processors' normalisation
+# the DINO processors' normalisation (one name per line: the API reference documents each)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class BackboneFamily(Plugin):

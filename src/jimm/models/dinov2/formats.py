@@ -37,7 +37,8 @@ from ..loading import check_depth
 from ..views import ConvertedSource, Rule, concat_rows, same, split_rows
 from .config import PLAIN, REGISTERS, DINOv2Config, swiglu_hidden
 
-HUB, TIMM = "facebookresearch/dinov2 (torch hub)", "timm DINOv2"
+HUB = "facebookresearch/dinov2 (torch hub)"
+TIMM = "timm DINOv2"
 MARKER = "patch_embed.proj.weight"
 HEAD_DIM = 64
 

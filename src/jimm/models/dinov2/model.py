@@ -212,7 +212,9 @@ class DINOv2Model(BackboneModel):
             num_classes: Replace the checkpoint's head with a new random one of this many classes.
             id2label: Class names for the new head (implies `num_classes=len(id2label)`).
             do_classification: Keep a classifier; None follows the checkpoint.
-            revision, token, cache_dir: Passed to `huggingface_hub` for repo ids.
+            revision: Passed to `huggingface_hub` for repo ids.
+            token: Passed to `huggingface_hub` for repo ids.
+            cache_dir: Passed to `huggingface_hub` for repo ids.
             remat_policy: A `jax.checkpoint_policies` name.
             scan_layers: Stacked, scanned blocks (default) or a python list of blocks.
             config: The architecture; None reads `config.json` or infers it from a torch-hub / timm file.

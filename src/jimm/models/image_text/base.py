@@ -124,7 +124,8 @@ class Family:
             model_name_or_path: A model folder or a hub repo id.
             use_pytorch: Prefer `pytorch_model.bin` over safetensors (needs torch).
             rngs: Random streams for a new classifier head and dropout; None means `nnx.Rngs(0)`.
-            dtype, param_dtype: Computation and parameter dtypes (stored tensors are cast to `param_dtype`).
+            dtype: Computation dtype.
+            param_dtype: Parameter dtype; stored tensors are cast to it.
             sharding: Parameter specs, used under a mesh; each tensor goes straight onto its sharding.
             use_gradient_checkpointing: Rematerialise each block in the backward pass.
             attention_fn: Attention kernel for every tower; `vision_attention_fn=` / `text_attention_fn=`

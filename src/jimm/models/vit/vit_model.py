@@ -265,7 +265,9 @@ class VisionTransformer(VisionFeatures, nnx.Module):
             num_classes: Replace the checkpoint's head with a new random one of this many classes.
             id2label: Class names for the new head (implies `num_classes=len(id2label)`).
             do_classification: Keep a classifier; None follows the checkpoint (headless `ViTModel` gives features).
-            revision, token, cache_dir: Passed to `huggingface_hub` for repo ids.
+            revision: Passed to `huggingface_hub` for repo ids.
+            token: Passed to `huggingface_hub` for repo ids.
+            cache_dir: Passed to `huggingface_hub` for repo ids.
             remat_policy: A `jax.checkpoint_policies` name; see `VisionTransformer`.
             scan_layers: Stacked, scanned blocks (default) or a python list of blocks; both load the same files.
             img_size: Resample the position embeddings once, to this image size (an int or `(height, width)`);
