@@ -271,10 +271,10 @@ def test_fsdp_step_is_sharded(meshes, target, model):
     # parameters (and adamw's moments) sharded: each device holds ~1/N; only vectors and the position table whole
     assert p_device <= p_total / n + p_whole and p_whole < 0.02 * p_total, row
     assert s_device < 1.1 * s_total / n, row
-    # the executable's arguments are that per-device state and the batch's share (no hidden replication); TPU
-    # lays arrays out in (8, 128) tiles, so small or narrow dimensions take up to ~15% more there
+    # the executable's arguments are that per-device state and the batch's share (no hidden replication; XLA drops
+    # a few unused scalars); TPU lays arrays out in (8, 128) tiles, so narrow dimensions take up to ~15% more there
     logical = s_device + batch_device
-    assert logical <= memory.argument_size_in_bytes <= logical * (1.15 if target == "tpu" else 1.01), row
+    assert 0.999 * logical <= memory.argument_size_in_bytes <= logical * (1.15 if target == "tpu" else 1.01), row
     # gradients reduce-scattered: every layer reduce-scatters, and nothing parameter-sized is all-reduced whole
     assert per_kind["reduce-scatter"][0] >= layers, row
     assert all(name in known for name, _ in whole), f"all-reduced whole: {whole}; {row}"
