@@ -36,12 +36,13 @@ leg_requirements() {
 
 # The pinned stack compiles the full H100 grid (the memory table of docs/attention.md); TPU and the current stack
 # compile the shortest and longest sequences, the current stack without xla_chunked (the same XLA code as on the
-# pinned stack), and three interpret-mode rows a kernel. jax's persistent cache cannot reload executables of
+# pinned stack), and three interpret-mode rows a kernel. The FSDP step: ViT-B/16 (with and without remat) and
+# DINOv2-L/14 on the pinned stack, ViT-B/16 on the current one. jax's persistent cache cannot reload executables of
 # compile-only devices, so every run compiles everything (2-20 s per ViT-B/16 step for H100, 5-50 s for TPU).
 leg_env() {
     case "$1" in
         py311) echo "JIMM_TARGETS_TOKENS=197,257,1025,4097 JIMM_TARGETS_TPU_TOKENS=197,4097 JIMM_TARGETS_NUMERIC_ROWS=3" ;;
-        *) echo "JIMM_TARGETS_TOKENS=197,4097 JIMM_TARGETS_TPU_TOKENS=197,4097 JIMM_TARGETS_SKIP=xla_chunked JIMM_TARGETS_NUMERIC_ROWS=3" ;;
+        *) echo "JIMM_TARGETS_TOKENS=197,4097 JIMM_TARGETS_TPU_TOKENS=197,4097 JIMM_TARGETS_SKIP=xla_chunked JIMM_TARGETS_NUMERIC_ROWS=3 JIMM_TARGETS_SCALING_MODELS=vit_b16" ;;
     esac
 }
 
