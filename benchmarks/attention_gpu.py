@@ -10,7 +10,11 @@ that crashes or runs out of memory costs one row; the compiled temp-buffer size 
 reported too. Each backend is pinned alone (no fallback list), so one that cannot run says so instead of
 silently measuring another. The max |logit| difference against the default XLA path is measured on 2 images.
 `jax_cudnn` is cuDNN flash attention through `jax.nn.dot_product_attention`: its rows against `xla` say whether
-it should become the default on GPU. Backends run in the order given (both sizes each) until `--budget-s` runs
+it should become the default on GPU. A name joined with `+` (`mosaic+triton+xla`, the spec's list) is a fallback
+list. Before anything is built, each child runs jimm's own selection for the step's attention call
+(`TokamaxAttention.choice(q, training=True)`: documented limits, then a compile on this device; `jax_cudnn` checks
+cuDNN's documented limits): a backend refused there gets a `refused: <reason>` row instead of a crash, and a list
+row names what it chose. Backends run in the order given (both sizes each) until `--budget-s` runs
 out; prints a table and adds it to docs/benchmarks.md in one write.
 """
 
@@ -43,7 +47,32 @@ def attention_fn(name: str):
         return None  # the default: jax.nn.dot_product_attention(implementation="xla")
     if name == "jax_cudnn":
         return jax_attention("cudnn")
-    return TokamaxAttention([name])
+    return TokamaxAttention(name.split("+"))
+
+
+class Refused(Exception):
+    """jimm's selection rules the backend out for this step (the reason is the message)."""
+
+
+def selection(name: str, query) -> str:
+    """What a model's training step will run for `name`, by the selection every model call makes: '' for the
+    default path or a plain jax.nn kernel, else `BackendChoice.describe()`; `Refused` with the reason otherwise."""
+    import jax
+
+    from jimm.common.tokamax_attention import BACKEND_TABLE, Call
+
+    if name == "xla":
+        return ""
+    if name == "jax_cudnn":  # one kernel, not a list: cuDNN's documented limits (odd-length training, dtypes, ...)
+        call = Call(query, query, query, None, None, is_causal=False, training=True, device=jax.devices()[0])
+        reason = BACKEND_TABLE["cudnn"].refusal(call)
+        if reason:
+            raise Refused(f"cudnn {reason}")
+        return ""
+    try:
+        return attention_fn(name).choice(query, training=True).describe()
+    except RuntimeError as err:  # no backend of the list works here: the error lists every reason
+        raise Refused(str(err)) from None
 
 
 def child(name: str, batch: int, image: int, dtype_name: str, dry_run: bool) -> dict:
@@ -60,6 +89,13 @@ def child(name: str, batch: int, image: int, dtype_name: str, dry_run: bool) -> 
 
     def build(fn):
         return jimm.VisionTransformer(config=config, dtype=dtype, sharding=None, attention_fn=fn)
+
+    heads = arch["num_attention_heads"]
+    tokens = (image // arch["patch_size"]) ** 2 + 1
+    try:
+        chosen = selection(name, jax.ShapeDtypeStruct((batch, tokens, heads, arch["hidden_size"] // heads), dtype))
+    except Refused as err:
+        return {"refused": str(err), "device": jax.devices()[0].device_kind}
 
     graphdef, state = nnx.split(build(attention_fn(name)))  # one state: every leaf at one trace level under grad
     x = jnp.asarray(np.random.RandomState(0).randn(batch, image, image, 3), dtype)
@@ -90,6 +126,7 @@ def child(name: str, batch: int, image: int, dtype_name: str, dry_run: bool) -> 
         "temp_gib": (temp or math.nan) / 2**30,
         "max_diff": diff,
         "device": jax.devices()[0].device_kind,
+        "chosen": chosen,
     }
 
 
@@ -97,19 +134,27 @@ def measure(name: str, batch: int, image: int, args, left: float) -> tuple[dict 
     """(result, "") or (None, why): in a child process, or here with --in-process."""
     if args.in_process:
         try:
-            return child(name, batch, image, args.dtype, args.dry_run), ""
+            result = child(name, batch, image, args.dtype, args.dry_run)
         except Exception as err:
             return None, _report.describe_failure(f"{type(err).__name__}: {err}")
-    cmd = [sys.executable, __file__, "--dtype", args.dtype, "--child", name, str(batch), str(image)]
-    cmd += ["--dry-run"] if args.dry_run else []
-    env = {**os.environ, **({"JAX_PLATFORMS": "cpu"} if args.dry_run else {})}
-    env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")  # jax preallocates 75% by default
-    run = _report.run_child(cmd, timeout=left, env=env)
-    return (run.results[-1], "") if run.results else (None, run.error or "no result")
+    else:
+        cmd = [sys.executable, __file__, "--dtype", args.dtype, "--child", name, str(batch), str(image)]
+        cmd += ["--dry-run"] if args.dry_run else []
+        env = {**os.environ, **({"JAX_PLATFORMS": "cpu"} if args.dry_run else {})}
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")  # jax preallocates 75% by default
+        run = _report.run_child(cmd, timeout=left, env=env)
+        if not run.results:
+            return None, run.error or "no result"
+        result = run.results[-1]
+    if "refused" in result:
+        return None, "refused: " + result["refused"].replace("|", "/")[:300]
+    return result, ""
 
 
 def short(why: str) -> str:
     """A summary cell for a row that did not run (the history table has the reason)."""
+    if why.startswith("refused"):
+        return "refused"
     return why if why in ("does not fit", "not run") or why.startswith("skipped") else "failed"
 
 
@@ -148,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     for batch, image, name in sorted(results, key=lambda k: k[1]):
         r, why = results[batch, image, name]
         cells = " | ".join(f"{r[key]:{fmt}}" for key, fmt in COLUMNS) if r else f"{why} | - | - | - | -"
-        rows.append(f"| {batch} x {(image // patch) ** 2 + 1} | {name} | {cells.replace('nan', '-')} |")
+        label = f"{name} ({r['chosen']})" if r and r.get("chosen") else name
+        rows.append(f"| {batch} x {(image // patch) ** 2 + 1} | {label} | {cells.replace('nan', '-')} |")
     for batch, image in DRY_SIZES if args.dry_run else SIZES:
         xla, cudnn = (results.get((batch, image, n), (None, "not run")) for n in ("xla", "jax_cudnn"))
         if xla[0] or cudnn[0]:

@@ -5,14 +5,16 @@
 #     benchmarks/gpu_suite.sh --dry-run    # the same steps on CPU with tiny models, into a temp copy of the page
 #
 # Steps: (a) the device (nvidia-smi, jax.devices()), (b) the `gpu`-marked tests, (c) attention backends at 197
-# and 4,097 tokens (benchmarks/attention_gpu.py), (d) images/s, MFU and peak memory of every model in
+# and 4,097 tokens (benchmarks/attention_gpu.py; each row first goes through jimm's own selection, the one every
+# model call makes, so a backend this GPU cannot run is a `refused: <reason>` row and the spec's list
+# `mosaic+triton+xla` names what it chose), (d) images/s, MFU and peak memory of every model in
 # benchmarks/gpu_models.py, jimm next to transformers (benchmarks/gpu_throughput.py). Each step has a time
 # budget, and a step that fails or runs out of time is named in the page instead of stopping the suite; the
 # page is written once, at the end (each script also stops its own children at its budget; `timeout` is only
 # the backstop). Environment: PYTHON (default python3) needs jimm's test extras with jax for
 # CUDA (`pip install -e '.[test]' 'jax[cuda12]'`; the gpu tests import torch, CPU torch will do); torch with CUDA
 # adds the transformers rows. TESTS_S, ATTENTION_S and TOTAL_S (default 120, 100 and 455 seconds) are the
-# budgets; the throughput step gets what is left of TOTAL_S.
+# budgets; the throughput step gets what is left of TOTAL_S. ATTENTION_BACKENDS overrides step (c)'s list.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -67,7 +69,8 @@ TESTS_END=$((SECONDS - START))
 
 stage "(c) attention backends"
 timeout $((${ATTENTION_S:-100} + 15)) "$PYTHON" benchmarks/attention_gpu.py "${DRY[@]}" \
-    --backends xla,jax_cudnn,mosaic,triton --budget-s "${ATTENTION_S:-100}" --fragment "$OUT/attention.json"
+    --backends "${ATTENTION_BACKENDS:-xla,jax_cudnn,mosaic,triton,mosaic+triton+xla}" \
+    --budget-s "${ATTENTION_S:-100}" --fragment "$OUT/attention.json"
 ATTENTION_END=$((SECONDS - START))
 
 LEFT=$((${TOTAL_S:-455} - (SECONDS - START)))

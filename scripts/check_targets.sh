@@ -6,7 +6,8 @@
 #   py311: Python 3.11, jax 0.10.2, tokamax 0.0.12, jax-cuda12-pjrt/plugin 0.10.2, libtpu (jax[tpu]'s pin), cuDNN
 #   py312: Python 3.12, jax 0.12.0, tokamax 0.0.17, jax-cuda13-pjrt/plugin 0.12.0, libtpu (jax[tpu]'s pin), cuDNN.
 #          Not 0.12.1: jax[tpu]==0.12.1 pins libtpu 0.0.53, which the registry does not have.
-# Each leg runs `pytest -m targets tests/test_attention_targets.py` and prints its tables; the script exits
+# Each leg runs `pytest -m targets tests/test_attention_targets.py tests/test_scaling_targets.py` (attention
+# backends; the FSDP training step on TPU v5e 2x2 and 8 x H100, docs/scaling.md) and prints its tables; the script exits
 # non-zero only when a check fails (or an environment cannot be built). A leg whose Python is missing fails.
 #
 #   bash scripts/check_targets.sh            # both legs
@@ -35,12 +36,13 @@ leg_requirements() {
 
 # The pinned stack compiles the full H100 grid (the memory table of docs/attention.md); TPU and the current stack
 # compile the shortest and longest sequences, the current stack without xla_chunked (the same XLA code as on the
-# pinned stack), and three interpret-mode rows a kernel. jax's persistent cache cannot reload executables of
+# pinned stack), and three interpret-mode rows a kernel. The FSDP step: ViT-B/16 (with and without remat) and
+# DINOv2-L/14 on the pinned stack, ViT-B/16 on the current one. jax's persistent cache cannot reload executables of
 # compile-only devices, so every run compiles everything (2-20 s per ViT-B/16 step for H100, 5-50 s for TPU).
 leg_env() {
     case "$1" in
         py311) echo "JIMM_TARGETS_TOKENS=197,257,1025,4097 JIMM_TARGETS_TPU_TOKENS=197,4097 JIMM_TARGETS_NUMERIC_ROWS=3" ;;
-        *) echo "JIMM_TARGETS_TOKENS=197,4097 JIMM_TARGETS_TPU_TOKENS=197,4097 JIMM_TARGETS_SKIP=xla_chunked JIMM_TARGETS_NUMERIC_ROWS=3" ;;
+        *) echo "JIMM_TARGETS_TOKENS=197,4097 JIMM_TARGETS_TPU_TOKENS=197,4097 JIMM_TARGETS_SKIP=xla_chunked JIMM_TARGETS_NUMERIC_ROWS=3 JIMM_TARGETS_SCALING_MODELS=vit_b16" ;;
     esac
 }
 
@@ -78,7 +80,7 @@ run_leg() {
         ALLOW_MULTIPLE_LIBTPU_LOAD=1 \
         XLA_FLAGS="--xla_gpu_enable_triton_gemm=false --xla_gpu_autotune_level=0" \
         TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/python" -m pytest -p no:xdist -p no:cacheprovider -o addopts="" \
-        -m targets -q -rs -s tests/test_attention_targets.py 2>&1) | grep -av --line-buffered -e "Autotuning cache miss" \
+        -m targets -q -rs -s tests/test_attention_targets.py tests/test_scaling_targets.py 2>&1) | grep -av --line-buffered -e "Autotuning cache miss" \
         -e "^[IWE]0000 " -e "^WARNING: All log messages" -e "^WARNING: Logging before" -e "cudart_stub" \
         -e "could not determine TPU" -e "^=== Source Location Trace" -e "libtpu_init_utils" -e "^\.\.\.$" \
         -e "Loading cache file" -e "cache file not found"

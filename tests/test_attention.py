@@ -163,10 +163,41 @@ def test_no_backend_available_is_a_clear_error():
         TokamaxAttention(["triton", "cudnn"])(q, k, v)
 
 
+def abstract_mesh(platform: str, kind: str):
+    from jax._src.mesh import AbstractDevice  # test-only: a mesh of another platform's devices, without them
+
+    return jax.sharding.AbstractMesh((1,), ("data",), abstract_device=AbstractDevice(kind, 1, platform))
+
+
 def test_jax_nn_cudnn_off_gpu_says_what_to_do():
+    """An explicit `jax_attention("cudnn")` is one kernel, not a list: off an NVIDIA GPU it is an error naming the
+    platform and the fallback list (a silent switch to XLA would mislabel every benchmark and memory number)."""
     q, k, v = qkv(1, 16, 2, 8)
-    with pytest.raises(RuntimeError, match=r"needs an NVIDIA GPU.*make_tokamax_attention\(\['cudnn', 'xla'\]\)"):
+    with pytest.raises(
+        RuntimeError, match=r"needs an NVIDIA GPU.*compiles for 'cpu'.*make_tokamax_attention\(\['cudnn', 'xla'\]\)"
+    ):
         jax_attention("cudnn")(q, k, v)
+    tpu = jax.sharding.use_abstract_mesh(abstract_mesh("tpu", "TPU v5 lite"))
+    with tpu, pytest.raises(RuntimeError, match=r"needs an NVIDIA GPU.*compiles for 'tpu'"):
+        jax.eval_shape(jax_attention("cudnn"), q, k, v)
+
+
+def test_jax_attention_follows_the_compile_target_not_the_host():
+    """Traced for a GPU mesh from this CPU host: `xla` is jax.nn's path (not the CPU heads-major one) and `cudnn`
+    passes jimm's check (jax's own cuDNN lookup is the next step; it needs cuDNN on the tracing host)."""
+    from jimm.common.attention import compile_platform
+
+    q = jax.ShapeDtypeStruct((2, 16, 2, 8), jnp.bfloat16)
+    assert compile_platform() == "cpu"
+    assert "custom_vjp_call" in str(jax.make_jaxpr(jax_attention("xla"))(q, q, q))  # CPU: cpu_attention
+    with jax.sharding.use_abstract_mesh(abstract_mesh("gpu", "NVIDIA H100 80GB HBM3")):
+        assert compile_platform() == "gpu"
+        assert "custom_vjp_call" not in str(jax.make_jaxpr(jax_attention("xla"))(q, q, q))  # jax.nn's path
+        with pytest.raises(RuntimeError) as err:
+            jax.eval_shape(jax_attention("cudnn"), q, q, q)
+        assert "needs an NVIDIA GPU" not in str(err.value)  # past jimm's check, into jax's cuDNN lookup
+    with jax.default_device(jax.devices("cpu")[0]), jax.sharding.use_abstract_mesh(abstract_mesh("gpu", "H100")):
+        assert compile_platform() == "cpu"  # a named default device wins over the mesh
 
 
 def test_missing_tokamax_says_how_to_install(monkeypatch):

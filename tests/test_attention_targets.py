@@ -220,6 +220,23 @@ def test_every_spec_list_reaches_a_compiling_backend(targets, target, mode):
                     result=chosen.describe()))  # fmt: skip
 
 
+def test_jax_attention_cudnn_follows_the_target(targets):
+    """`jax_attention("cudnn")` decides by the device the call compiles for, not this CPU host: for H100 it is
+    cuDNN's fused attention; for TPU it is the clear error naming the platform and the list that falls back."""
+    from jimm.common.attention import jax_attention
+
+    def lower(device):
+        q = jax.ShapeDtypeStruct((8, 197, 12, 64), jnp.bfloat16, sharding=jax.sharding.SingleDeviceSharding(device))
+        with jax.default_device(device):
+            return jax.jit(jax_attention("cudnn")).lower(q, q, q)
+
+    assert KERNEL_MARK["cudnn"] in lower(targets["h100"]).compile().as_text()
+    with pytest.raises(RuntimeError, match=r"compiles for 'tpu'.*make_tokamax_attention\(\['cudnn', 'xla'\]\)"):
+        lower(targets["tpu"])
+    record(dict(leg=LEG, target="h100 / tpu", backend="jax_attention('cudnn')", tokens=197, mode="forward",
+                result="h100: __cudnn$fmha; tpu: clear error"))  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Interpret-mode numerics on CPU, through jimm's wrapper.
 

@@ -160,16 +160,28 @@ def test_gpu_throughput_dry_run(tmp_path):
 
 @pytest.mark.slow
 def test_attention_benchmark_dry_run(tmp_path):
+    """The GPU suite's attention step on CPU: every row goes through jimm's selection first, so a backend the
+    device cannot run is a `refused` row with the reason (no crash, nothing compiled) and a list names its pick."""
     fragment = tmp_path / "attention.json"
-    attention_gpu.main(["--dry-run", "--in-process", "--backends", "xla,jax_cudnn", "--fragment", str(fragment)])
+    attention_gpu.main(
+        [
+            "--dry-run",
+            "--in-process",
+            "--backends",
+            "xla,jax_cudnn,mosaic,mosaic+triton+xla",
+            "--fragment",
+            str(fragment),
+        ]
+    )
     data = json.loads(fragment.read_text())
     lines = data["body"].splitlines()
     assert [line.split(" | ")[:2] for line in lines[2:]] == [
-        ["| 2 x 17", "xla"],
-        ["| 2 x 17", "jax_cudnn"],
-        ["| 2 x 65", "xla"],
-        ["| 2 x 65", "jax_cudnn"],
-    ]
-    assert "RuntimeError: jax_attention('cudnn') needs an NVIDIA GPU" in lines[3]
+        [f"| 2 x {t}", name]
+        for t in (17, 65)
+        for name in ("xla", "jax_cudnn", "mosaic", "mosaic+triton+xla (chose 'xla' (skipped mosaic: needs nvidia "
+                     "hardware, not 'cpu'; triton: needs nvidia hardware, not 'cpu'))")]  # fmt: skip
+    assert "| refused: cudnn needs nvidia hardware, not 'cpu' |" in lines[3]
+    assert "| refused: no attention backend in ['mosaic'] supports q(2, 17, 4, 16) bfloat16 (training)" in lines[4]
     assert float(lines[2].split(" | ")[-1].rstrip(" |")) == 0.0  # xla against itself
-    assert data["summary"][0]["jimm"] == "failed" and data["summary"][0]["reference"].endswith("(XLA)")
+    assert float(lines[5].split(" | ")[-1].rstrip(" |")) < 1e-2  # the list ran (tokamax xla), bf16 logits agree
+    assert data["summary"][0]["jimm"] == "refused" and data["summary"][0]["reference"].endswith("(XLA)")

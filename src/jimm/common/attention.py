@@ -179,13 +179,15 @@ class JaxAttention:
         self, query, key, value, bias=None, mask=None, *, causal: bool = False, **kwargs: Any
     ) -> Float[Array, "B T N H"]:
         is_causal = _flax_kwargs(repr(self), kwargs) or causal
-        if self.implementation == "cudnn" and jax.default_backend() != "gpu":
+        platform = compile_platform()
+        if self.implementation == "cudnn" and platform != "gpu":
             raise RuntimeError(
-                f"jax_attention('cudnn') needs an NVIDIA GPU with cuDNN, but the default backend is "
-                f"{jax.default_backend()!r}; use jax_attention('xla') (the default) or "
-                "make_tokamax_attention(['cudnn', 'xla']) to fall back automatically"
+                f"jax_attention('cudnn') needs an NVIDIA GPU with cuDNN, but this call compiles for {platform!r}; "
+                "use jax_attention('xla') (the default) or make_tokamax_attention(['cudnn', 'xla']) to fall back "
+                "automatically (to compile for a GPU from here, trace under jax.default_device(<GPU device>) or a "
+                "mesh of GPU devices)"
             )
-        if self.implementation == "xla" and jax.default_backend() == "cpu":
+        if self.implementation == "xla" and platform == "cpu":
             # Same maths as jax.nn's XLA path (fp32 softmax), heads-major: faster on XLA's CPU backend.
             if bias is None:
                 mask = _with_causal(mask, query.shape[1], key.shape[1]) if is_causal else mask
@@ -334,6 +336,18 @@ def _sig(x) -> tuple | None:
     return None if x is None else (tuple(x.shape), jnp.dtype(x.dtype).name)
 
 
-def _platform() -> str:
-    device = jax.devices()[0]
-    return f"{device.platform}:{device.device_kind}"
+def compile_platform() -> str:
+    """The platform the code being traced compiles for: "cpu", "gpu", "tpu", ...
+
+    The default device when one is set (`jax.default_device(...)`, e.g. a compile-only device of
+    `jax.experimental.topologies`), else the set mesh's devices, else jax's default backend. Cross-compiling from a
+    CPU host for a GPU or TPU mesh therefore gets that target's path, not the CPU one.
+    """
+    device = jax.config.jax_default_device
+    if device is not None:
+        platform = device if isinstance(device, str) else device.platform
+    elif not (mesh := jax.sharding.get_abstract_mesh()).empty and getattr(mesh, "abstract_device", None) is not None:
+        platform = mesh.abstract_device.platform
+    else:
+        platform = jax.default_backend()
+    return "gpu" if platform in ("cuda", "rocm") else platform
