@@ -69,8 +69,17 @@ def test_sincos_matches_transformers(grid):
     [
         dict(global_pool="avg", class_token=False, pos_embed_prefix="none"),
         dict(global_pool="map", class_token=False, pos_embed_prefix="none"),
-        dict(global_pool="probe", class_token=False, norm="rmsnorm", patch_norm=True, position="sincos",
-             pos_embed_prefix="none", mlp="gated", act="silu", qkv_bias=(False,) * 3),  # fmt: skip
+        dict(
+            global_pool="probe",
+            class_token=False,
+            norm="rmsnorm",
+            patch_norm=True,
+            position="sincos",
+            pos_embed_prefix="none",
+            mlp="gated",
+            act="silu",
+            qkv_bias=(False,) * 3,
+        ),
         dict(global_pool="token", num_register_tokens=2, norm="rmsnorm"),
     ],
     ids=["avg", "map", "probe-sincos-rms", "token-registers"],
