@@ -151,6 +151,9 @@ def test_config_whitelist_and_round_trip(saved):
         AIMv2Config.from_hf_dict({**config.to_hf_dict(), "use_cls_token": True})
     with pytest.raises(ValueError, match="model_type='clip'"):
         AIMv2Config.from_hf_dict({"model_type": "clip"})
+    remote_code = {"model_type": "aimv2", "auto_map": {}, "hidden_size": 1024, "use_bias": False}  # Apple's first
+    with pytest.raises(ValueError, match="remote-code layout"):
+        AIMv2Config.from_hf_dict(remote_code)
 
 
 def test_feature_api_at_other_sizes(saved):

@@ -115,7 +115,13 @@ class AIMv2Config:
             raise TypeError(f"expected an HF config dict, got {type(config).__name__}")
         model_type = config.get("model_type", MODEL_TYPE)
         if model_type == PAIR_MODEL_TYPE:
-            config = config.get("vision_config") or {}
+            if "vision_config" not in config:  # Apple's first hub files: flat fields, `auto_map`, `trunk.*` tensors
+                raise ValueError(
+                    "config has model_type='aimv2' without a vision_config: Apple's remote-code layout "
+                    "(trust_remote_code), which jimm does not read; use the checkpoint as transformers >= 4.54 saves "
+                    "it (Aimv2VisionModel, or Aimv2Model for the LiT pair)"
+                )
+            config = config["vision_config"]
             model_type = config.get("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
             raise ValueError(
