@@ -172,3 +172,70 @@ def test_original_positional_constructor():
     assert model(jnp.ones((1, 12, 12, 3))).shape == (1, 16, 16)
     assert not model.config.use_head and model.encoder.attn_pool is None
     assert isinstance(jimm.AIMv2Sharding(), jimm.ViTSharding)
+
+
+TEXT = dict(
+    vocab_size=50, hidden_size=20, intermediate_size=13, num_hidden_layers=2, num_attention_heads=4,
+    max_position_embeddings=9, eos_token_id=7,
+)  # fmt: skip
+
+
+def text_tower(config, *, rngs):
+    from jimm.common.sharding import resolve_sharding
+    from jimm.common.text import TextTower
+
+    return TextTower(
+        config.tower(),
+        attention_fn=None,
+        use_gradient_checkpointing=False,
+        sharding=resolve_sharding(None),
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        rngs=rngs,
+    )
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_lit_text_tower_matches_transformers(tmp_path, biases):
+    """The LiT text tower (RMSNorm, SwiGLU, causal, first-EOS pooling) on the shared `TextTower`, loaded through
+    AIMv2's text rows: transformers' outputs when it is given a mask (it is causal only then)."""
+    from jimm.io.readers import open_checkpoint
+    from jimm.models.aimv2.config import AIMv2TextConfig
+    from jimm.models.aimv2.names import text_name_table
+    from jimm.models.loading import load_model
+
+    torch.manual_seed(0)
+    hf_config = T.Aimv2TextConfig(**TEXT, qkv_bias=biases, mlp_bias=biases)
+    hf = T.Aimv2TextModel(hf_config)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    hf.eval()
+    save_file({k: v.numpy() for k, v in hf.state_dict().items()}, tmp_path / "text.safetensors")
+    config = AIMv2TextConfig.from_hf_dict(hf_config.to_dict())
+    with open_checkpoint([tmp_path / "text.safetensors"]) as checkpoint:
+        ours = load_model(
+            text_tower,
+            {"config": config},
+            text_name_table(config, prefix=""),
+            checkpoint,
+            source="test",
+            layers=(("blocks", "layers"),),
+            rngs=None,
+        )
+    ids = np.array([[3, 9, 7, 7, 1, 2], [4, 7, 5, 6, 7, 8]], np.int64)  # EOS (7) first at 2 and 1; text after it
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], np.int64)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True)
+        bidirectional = hf(torch.from_numpy(ids)).last_hidden_state.numpy()
+    hidden = ours.hidden_states(jnp.asarray(ids), jnp.asarray(mask))
+    for i, (a, b) in enumerate(zip(hidden, ref.hidden_states, strict=True)):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=ATOL, rtol=0, err_msg=f"hidden state {i}")
+    features = ours.forward_features(jnp.asarray(ids), jnp.asarray(mask))
+    np.testing.assert_allclose(np.asarray(features), ref.last_hidden_state.numpy(), atol=ATOL, rtol=0)
+    pooled = ours(jnp.asarray(ids), jnp.asarray(mask))
+    np.testing.assert_allclose(np.asarray(pooled), ref.pooler_output.numpy(), atol=ATOL, rtol=0)
+    # Without a mask jimm stays causal (the trained model); transformers runs bidirectionally: they differ.
+    causal = np.asarray(ours.forward_features(jnp.asarray(ids)))
+    np.testing.assert_allclose(causal[1], ref.last_hidden_state.numpy()[1], atol=ATOL, rtol=0)
+    assert np.abs(causal - bidirectional).max() > 1e-3

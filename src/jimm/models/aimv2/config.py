@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ...common.text import TextTowerConfig
 from ...common.transformer import ACTIVATIONS
 from ...common.vision import VisionTowerConfig
 from ..hf_config import check_fields, check_values, pair
@@ -145,4 +146,67 @@ class AIMv2Config:
         return dict(sorted(out.items()))
 
 
-__all__ = ["MODEL_TYPE", "PAIR_MODEL_TYPE", "AIMv2Config"]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AIMv2TextConfig:
+    """The LiT pair's text tower (`Aimv2TextConfig`), with HF names and defaults: the vision blocks (RMSNorm,
+    SwiGLU, no biases) over token and position embeddings, causal, pooled at the first `eos_token_id`.
+
+    transformers builds the causal mask only when an `attention_mask` is passed (without one its text tower runs
+    bidirectionally); Apple's reference is always causal, and so is jimm: it equals transformers given a mask.
+    """
+
+    vocab_size: int = 49408
+    hidden_size: int = 768
+    intermediate_size: int = 2048
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 6
+    max_position_embeddings: int = 77
+    hidden_act: str = "silu"
+    attention_dropout: float = 0.0
+    eos_token_id: int = 49407
+    rms_norm_eps: float = 1e-5
+    qkv_bias: bool = False
+    mlp_bias: bool = False
+
+    model_type = "aimv2_text_model"
+
+    def __post_init__(self) -> None:
+        owner = "AIMv2TextConfig"
+        check_values(
+            owner,
+            self,
+            positive=("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"),
+            unit=("attention_dropout",),
+        )
+        self.tower()  # the tower's own checks: one error naming the field
+
+    def tower(self) -> TextTowerConfig:
+        return TextTowerConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_hidden_layers,
+            num_heads=self.num_attention_heads,
+            mlp_dim=self.intermediate_size,
+            max_positions=self.max_position_embeddings,
+            act=self.hidden_act,
+            eps=self.rms_norm_eps,
+            causal=True,
+            pooling="eos",
+            eos_token_id=self.eos_token_id,
+            attention_dropout=self.attention_dropout,
+            norm="rmsnorm",
+            mlp="gated",
+            qkv_bias=self.qkv_bias,
+            out_bias=self.qkv_bias,
+            mlp_bias=self.mlp_bias,
+        )
+
+    @classmethod
+    def from_hf_dict(cls, config: dict[str, Any]) -> AIMv2TextConfig:
+        """Build from an `aimv2_text_model` dict (a LiT pair's `text_config`); unknown fields are an error."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        check_fields({k: v for k, v in config.items() if k != "eos_token_id"}, fields, family="jimm AIMv2 text")
+        return cls(**{k: config[k] for k in fields if k in config})
+
+
+__all__ = ["MODEL_TYPE", "PAIR_MODEL_TYPE", "AIMv2Config", "AIMv2TextConfig"]

@@ -4,14 +4,15 @@ transformers' `Aimv2VisionModel` (no v5 rename: the names on disk are the names 
 `embeddings.{patch_embed, rms_norm, position_embedding}`, `encoder.layers.N.{rms_norm1, attention.{q,k,v,out}_proj,
 rms_norm2, ffn.{gate,up,down}_proj}`, `rms_norm` and, with `use_head`, `head.{cls_token, k_proj, v_proj,
 output_proj}`. Biases only where `qkv_bias` (attention and head k / v) or `mlp_bias` say. A LiT pair holds the
-same under `vision_model.`.
+same under `vision_model.`, and its text tower (`Aimv2TextModel`) under `text_model.`: `embeddings.{token_embedding,
+position_embedding}`, the same block rows, `rms_norm`.
 """
 
 from __future__ import annotations
 
 from ...io.state import Slot, identity
 from ..converters import conv_to_hf, conv_to_jimm, heads_bias, heads_in, heads_out, linear
-from .config import AIMv2Config
+from .config import AIMv2Config, AIMv2TextConfig
 
 LAYERS = (("encoder", "blocks", "layers"),)
 PAIR_PREFIX = "vision_model."  # where a LiT pair (`Aimv2Model`) keeps its vision tower
@@ -48,7 +49,7 @@ HEAD_ROWS = (
 )
 
 
-def _kinds(config: AIMv2Config) -> dict[str, tuple[tuple[int, ...], tuple]]:
+def _kinds(config: AIMv2Config | AIMv2TextConfig) -> dict[str, tuple[tuple[int, ...], tuple]]:
     """Converter kind -> (HF shape, (to_jimm, to_hf))."""
     d, n, f = config.hidden_size, config.num_attention_heads, config.intermediate_size
     h = d // n
@@ -64,11 +65,48 @@ def _kinds(config: AIMv2Config) -> dict[str, tuple[tuple[int, ...], tuple]]:
     }
 
 
+def rows_to_slots(config, rows, *, hf_prefix: str, jimm_prefix: tuple[str, ...], index: tuple = ()) -> list[Slot]:
+    """The `Slot`s of `rows` (`BLOCK_ROWS`, `HEAD_ROWS`) whose bias flag `config` sets."""
+    kinds, out = _kinds(config), []
+    for hf, ours, extra, kind, flag in rows:
+        if flag is None or getattr(config, flag):
+            shape, (to_jimm, to_hf) = kinds[kind]
+            path = (*jimm_prefix, *ours.split("."))
+            out.append(Slot(f"{hf_prefix}{hf}", path, (*index, *extra), shape, to_jimm, to_hf))
+    return out
+
+
+def block_slots(config, *, prefix: str, layers: tuple[str, ...]) -> list[Slot]:
+    """Every block's tensors (`encoder.layers.N.*` under `prefix`) onto the stacked blocks at `layers`."""
+    return [
+        slot
+        for i in range(config.num_hidden_layers)
+        for slot in rows_to_slots(
+            config, BLOCK_ROWS, hf_prefix=f"{prefix}encoder.layers.{i}.", jimm_prefix=layers, index=(i,)
+        )
+    ]
+
+
+def text_name_table(config: AIMv2TextConfig, *, prefix: str = "text_model.", ours: tuple[str, ...] = ()) -> list[Slot]:
+    """Every HF tensor of an AIMv2 text tower (`Aimv2TextModel`) onto a `TextTower` at `ours`."""
+    d = config.hidden_size
+    return [
+        Slot(f"{prefix}embeddings.token_embedding.weight", (*ours, "token_embed"), (), (config.vocab_size, d)),
+        Slot(
+            f"{prefix}embeddings.position_embedding.weight",
+            (*ours, "pos_embed"),
+            (),
+            (config.max_position_embeddings, d),
+        ),
+        *block_slots(config, prefix=prefix, layers=(*ours, "blocks", "layers")),
+        Slot(f"{prefix}rms_norm.weight", (*ours, "norm", "scale"), (), (d,)),
+    ]
+
+
 def name_table(config: AIMv2Config, *, prefix: str = "") -> list[Slot]:
     """Every HF tensor of an AIMv2 vision tower with this config, in transformers' order."""
     d, c = config.hidden_size, config.num_channels
     (ph, pw), (gh, gw) = config.patch_hw, config.grid_hw
-    kinds = _kinds(config)
     table = [
         Slot(
             f"{prefix}embeddings.patch_embed.weight",
@@ -92,20 +130,20 @@ def name_table(config: AIMv2Config, *, prefix: str = "") -> list[Slot]:
                 lambda t: t[0],
             )
         )
-
-    def rows(hf_prefix, jimm_prefix, layer, spec):
-        for hf, ours, index, kind, flag in spec:
-            if flag is None or getattr(config, flag):
-                shape, (to_jimm, to_hf) = kinds[kind]
-                path = (*jimm_prefix, *ours.split("."))
-                table.append(Slot(f"{prefix}{hf_prefix}{hf}", path, (*layer, *index), shape, to_jimm, to_hf))
-
-    for i in range(config.num_hidden_layers):
-        rows(f"encoder.layers.{i}.", LAYERS[0], (i,), BLOCK_ROWS)
+    table += block_slots(config, prefix=prefix, layers=LAYERS[0])
     table.append(Slot(f"{prefix}rms_norm.weight", ("encoder", "norm", "scale"), (), (d,)))
     if config.use_head:
-        rows("", ("encoder",), (), HEAD_ROWS)
+        table += rows_to_slots(config, HEAD_ROWS, hf_prefix=prefix, jimm_prefix=("encoder",))
     return table
 
 
-__all__ = ["BLOCK_ROWS", "HEAD_ROWS", "LAYERS", "PAIR_PREFIX", "name_table"]
+__all__ = [
+    "BLOCK_ROWS",
+    "HEAD_ROWS",
+    "LAYERS",
+    "PAIR_PREFIX",
+    "block_slots",
+    "name_table",
+    "rows_to_slots",
+    "text_name_table",
+]
