@@ -239,3 +239,30 @@ def test_lit_text_tower_matches_transformers(tmp_path, biases):
     causal = np.asarray(ours.forward_features(jnp.asarray(ids)))
     np.testing.assert_allclose(causal[1], ref.last_hidden_state.numpy()[1], atol=ATOL, rtol=0)
     assert np.abs(causal - bidirectional).max() > 1e-3
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_fsdp_mesh_default_sharding(tmp_path, native):
+    """The original's recipe: a ("data", "fsdp") Explicit mesh, then the default `AIMv2Sharding`; sharded weights,
+    the same tokens and pooled vector as without a mesh."""
+    import jax
+    from jax.sharding import AxisType
+    from jax.sharding import PartitionSpec as P
+
+    torch.manual_seed(0)
+    dims = dict(hidden_size=24, intermediate_size=16, num_hidden_layers=2, num_attention_heads=4, patch_size=3)
+    T.Aimv2VisionModel(T.Aimv2VisionConfig(**dims, image_size=12, is_native=native)).save_pretrained(tmp_path)
+    x = images(size=(12, 15) if native else 12)
+    plain = jimm.AIMv2Model.from_pretrained(tmp_path)
+    expected_tokens, expected_pooled = np.asarray(plain(x)), np.asarray(plain.pooled(x))
+    jax.set_mesh(jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(AxisType.Explicit,) * 2))
+    try:
+        model = jimm.AIMv2Model.from_pretrained(tmp_path)
+        qkv = model.encoder.blocks.layers.attn.qkv_kernel[...]
+        assert qkv.sharding.spec == P(None, "fsdp", None, None, None)
+        assert model.encoder.blocks.layers.mlp.down_kernel[...].sharding.spec == P(None, "fsdp", None)
+        xs = jax.device_put(x, P("data"))
+        np.testing.assert_allclose(np.asarray(model(xs)), expected_tokens, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(np.asarray(model.pooled(xs)), expected_pooled, atol=ATOL, rtol=0)
+    finally:
+        jax.set_mesh(None)
