@@ -173,7 +173,7 @@ def reference_outputs(hf, entry) -> dict[str, np.ndarray]:
             seen["logits"] = hf(pixel_values=x).logits
     for hook in hooks:
         hook.remove()
-    return {name: value.numpy() for name, value in seen.items()}
+    return {name: value.numpy() for name, value in seen.items() if value is not None}  # AIMv2 without its head
 
 
 @nnx.jit
@@ -198,6 +198,8 @@ def our_outputs(model, entry) -> dict[str, np.ndarray]:
     if "text_config" in entry.config:
         return image_text_outputs(model, x, text_ids(entry))
     features, out = vision_outputs(model, x)
+    if entry.family == "aimv2":  # model(x) is every patch token (the original jimm's AIMv2Model); no head here
+        return {"last_hidden_state": features}
     return {"last_hidden_state": features, "pooled" if entry.architecture.endswith("Model") else "logits": out}
 
 

@@ -62,8 +62,12 @@ DEPTH = {  # where each family's config.json keeps its depth
     "clip": ("vision_config", "num_hidden_layers"),
     "siglip": ("vision_config", "num_hidden_layers"),
     "clip_pair": ("text_config", "num_hidden_layers"),
+    "aimv2": ("num_hidden_layers",),
 }
-CLASSES = {"dinov3": jimm.DINOv3Model, "clip_pair": jimm.CLIP}
+CLASSES = {"dinov3": jimm.DINOv3Model, "clip_pair": jimm.CLIP, "aimv2": jimm.AIMv2Model}
+AIMV2_TINY = dict(
+    hidden_size=20, num_hidden_layers=2, num_attention_heads=4, intermediate_size=13, image_size=15, patch_size=3
+)
 
 
 def _perturbed(model):
@@ -89,6 +93,8 @@ def folders(tmp_path_factory):
     torch.manual_seed(0)
     _perturbed(T.DINOv3ViTModel(T.DINOv3ViTConfig(**DINOV3_TINY))).save_pretrained(root / "dinov3")
     out["dinov3"] = (root / "dinov3", None, None)
+    _perturbed(T.Aimv2VisionModel(T.Aimv2VisionConfig(**AIMV2_TINY))).save_pretrained(root / "aimv2")
+    out["aimv2"] = (root / "aimv2", None, None)
     pair = root / "clip_pair"
     pair.mkdir()
     ids = tokenizer_folder("clip", pair)
@@ -169,7 +175,13 @@ def no_name_tables(monkeypatch):
     def built(*args, **kwargs):
         raise AssertionError("a name table was built before the depth check")
 
-    for module in ("vit.pretrained", "dinov2.pretrained", "dinov3.pretrained", "image_text.pretrained"):
+    for module in (
+        "vit.pretrained",
+        "dinov2.pretrained",
+        "dinov3.pretrained",
+        "image_text.pretrained",
+        "aimv2.pretrained",
+    ):
         monkeypatch.setattr(f"jimm.models.{module}.name_table", built)
 
 
@@ -219,7 +231,7 @@ def reads(monkeypatch):
 
 
 @pytest.mark.parametrize("entry", ["class", "jimm.from_pretrained"])
-@pytest.mark.parametrize("family", [*HEADED, "dinov3", "clip_pair"])
+@pytest.mark.parametrize("family", [*HEADED, "dinov3", "clip_pair", "aimv2"])
 def test_config_and_header_are_read_once_per_load(folders, family, entry, reads):
     load = _class(family).from_pretrained if entry == "class" else jimm.from_pretrained
     model = load(folders[family][0])

@@ -7,6 +7,7 @@ from .common import sharding
 from .common.attention import jax_attention
 from .common.autotuning import autotune, autotuned_fn, cached_autotune, load_autotune_result
 from .common.sharding import (
+    AIMv2Sharding,
     CLIPSharding,
     DINOv2Sharding,
     DINOv3Sharding,
@@ -16,6 +17,7 @@ from .common.sharding import (
     ViTSharding,
 )
 from .common.tokamax_attention import make_tokamax_attention, tokamax_attention
+from .models.aimv2 import AIMv2Config, AIMv2Model
 from .models.catalog import list_models
 from .models.clip import CLIP, CLIPTextModel, CLIPVisionModel
 from .models.dinov2 import DINOv2Config, DINOv2Model
@@ -28,6 +30,9 @@ from .text import Tokenizer
 
 __all__ = [
     "CLIP",
+    "AIMv2Config",
+    "AIMv2Model",
+    "AIMv2Sharding",
     "CLIPSharding",
     "CLIPTextModel",
     "CLIPVisionModel",

@@ -107,6 +107,11 @@ class DINOv3Sharding(DINOv2Sharding):
     register_tokens: Entries = (None, None, None)
 
 
+@dataclasses.dataclass(frozen=True)
+class AIMv2Sharding(ViTSharding):
+    """`ViTSharding` as it is: AIMv2 has no LayerScale, registers or MLP biases (the original's definition)."""
+
+
 # -- presets: the same classes, from the user's axis names ---------------------------------------------------------
 
 
@@ -316,6 +321,7 @@ def resolve_sharding(sharding: Any) -> Plan:
 
 
 __all__ = [
+    "AIMv2Sharding",
     "CLIPSharding",
     "DINOv2Sharding",
     "DINOv3Sharding",

@@ -7,6 +7,9 @@ one pooled vector per text, and SigLIP's optional `head` projection.
 | pooling | `argmax(ids)` if the config's `eos_token_id == 2` (legacy), else the first `eos_token_id` | the last token |
 | head | none (the projection belongs to the two-tower model) | `head`: Linear(D -> projection_size), bias |
 
+AIMv2's LiT text tower is the same tower with `norm="rmsnorm"`, `mlp="gated"` (SwiGLU) and the biases off, causal,
+pooled at the first `eos_token_id`.
+
 Both pool the final-normed tokens. The pooling rules are transformers' (5.24), so padding changes nothing for
 CLIP (the causal mask hides it from the EOS token) and everything for SigLIP: pad to the trained length.
 
@@ -27,7 +30,7 @@ from . import init as initializers
 from .attention import AttentionFn
 from .placement import einsum, gathered, like, output, shard_input, take_rows, with_sharding
 from .sharding import Plan
-from .transformer import ACTIVATIONS, Encoder, LayerNorm, default_kernel_init
+from .transformer import ACTIVATIONS, MLPS, NORMS, Encoder, default_kernel_init, make_norm
 
 POOLINGS = ("last", "eos", "argmax")
 
@@ -49,10 +52,17 @@ class TextTowerConfig:
     eos_token_id: int | None = None
     head_size: int | None = None  # SigLIP's `head` Linear(D -> head_size) after pooling; None: no head
     attention_dropout: float = 0.0
+    norm: str = "layernorm"  # a `transformer.NORMS` kind: every block and the final norm
+    mlp: str = "mlp"  # "mlp" or "gated" (SwiGLU)
+    qkv_bias: bool = True  # query, key and value projections
+    out_bias: bool = True  # the attention output projection
+    mlp_bias: bool = True
 
     def __post_init__(self) -> None:
         checks = [
             (self.act in ACTIVATIONS, f"act={self.act!r} is not one of {sorted(ACTIVATIONS)}"),
+            (self.norm in NORMS, f"norm={self.norm!r} is not one of {sorted(NORMS)}"),
+            (self.mlp in MLPS, f"mlp={self.mlp!r} is not one of {sorted(MLPS)}"),
             (self.pooling in POOLINGS, f"pooling={self.pooling!r} is not one of {POOLINGS}"),
             (self.hidden_size % self.num_heads == 0, f"width {self.hidden_size} is not divisible by {self.num_heads}"),
             (self.pooling != "eos" or isinstance(self.eos_token_id, int), "pooling='eos' needs an int eos_token_id"),
@@ -119,7 +129,11 @@ class TextTower(nnx.Module):
             mlp_dim=c.mlp_dim,
             act=c.act,
             eps=c.eps,
-            qkv_bias=True,
+            qkv_bias=c.qkv_bias,
+            out_bias=c.out_bias,
+            mlp=c.mlp,
+            mlp_bias=c.mlp_bias,
+            norm=c.norm,
             dropout=0.0,
             attention_dropout=c.attention_dropout,
             attention_fn=attention_fn,
@@ -128,7 +142,7 @@ class TextTower(nnx.Module):
             dtype=dtype,
             param_dtype=param_dtype,
         )
-        self.norm = LayerNorm(d, eps=c.eps, spec=sharding.norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm = make_norm(c.norm, d, eps=c.eps, spec=sharding.norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.head = (
             nnx.Linear(
                 d,

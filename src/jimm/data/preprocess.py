@@ -86,6 +86,8 @@ MODEL_TYPE_PROCESSORS = {
     "clip_vision_model": "CLIPImageProcessor",
     "siglip": "SiglipImageProcessor",
     "siglip_vision_model": "SiglipImageProcessor",
+    "aimv2": "CLIPImageProcessor",
+    "aimv2_vision_model": "CLIPImageProcessor",
 }
 
 # What a family's checkpoints all write over their processor class's defaults (for models without a file, e.g.

@@ -12,6 +12,8 @@ _CLASSES = {
     "DINOv2Sharding": "dinov2",
     "DINOv3Model": "dinov3",
     "DINOv3Sharding": "dinov3",
+    "AIMv2Model": "aimv2",
+    "AIMv2Sharding": "aimv2",
     "CLIP": "clip",
     "CLIPTextModel": "clip",
     "CLIPVisionModel": "clip",

@@ -322,6 +322,49 @@ def _siglip(
     )
 
 
+# -- AIMv2 vision (apple/aimv2-*): Aimv2VisionConfig, CLIPImageProcessor, OpenAI CLIP mean/std -------------------
+
+AIMV2_SIZES = {  # patch 14, 24 layers at every scale: width, SwiGLU width, heads
+    "large": dict(hidden_size=1024, intermediate_size=2816, num_attention_heads=8),
+    "huge": dict(hidden_size=1536, intermediate_size=4096, num_attention_heads=12),
+    "1B": dict(hidden_size=2048, intermediate_size=5632, num_attention_heads=16),
+    "3B": dict(hidden_size=3072, intermediate_size=8192, num_attention_heads=24),
+}
+AIMV2_SOURCE = (
+    "an AIMv2 config snapshot of the hub files (config.json / preprocessor_config.json fetched 2026-05-13 with "
+    "their HF API parameter counts: large 224/336/448, huge 224, 1B 224, 3B 224, large native; vision-only repos: "
+    "Aimv2VisionModel, learned table, no head; processor CLIPImageProcessorFast with resize, centre crop, CLIP "
+    "mean/std; native: no resize, no crop); transformers' convert_aimv2_original_pytorch_to_hf.py (use_head False "
+    "for every checkpoint but the LiT one, is_native for -native); the original jimm's AIMv2 docs (widths of every "
+    "size at 224/336/448 and the distilled large); Apple's remote-code preprocessor_config.json (bicubic)"
+)
+AIMV2_SNAPSHOT = {"large-patch14-224", "large-patch14-336", "large-patch14-448", "huge-patch14-224",
+                  "1B-patch14-224", "3B-patch14-224", "large-patch14-native"}  # fmt: skip
+
+
+def _aimv2(size: str, image: int, *, tag: str = "", native: bool = False, params: int) -> CatalogEntry:
+    repo = f"{size}-patch14-{'native' if native else image}{tag}"
+    config = dict(model_type="aimv2_vision_model", architectures=["Aimv2VisionModel"], **AIMV2_SIZES[size])
+    config |= dict(num_hidden_layers=24, patch_size=14, image_size=image, use_head=False, is_native=native)
+    unverified = ("preprocessing size and crop (the checkpoint's own size assumed)",) if not native else ()
+    if repo not in AIMV2_SNAPSHOT:
+        unverified = ("config.json not quoted: widths from the original jimm's AIMv2 table", *unverified)
+    return CatalogEntry(
+        name=f"aimv2-{repo}".lower(),
+        hub_id=f"apple/aimv2-{repo}",
+        family="aimv2",
+        config=config,
+        preprocessing=_shortest("CLIPImageProcessor", image, image, "bicubic", OPENAI)
+        if not native
+        else _exact("CLIPImageProcessor", image, "bicubic", OPENAI),
+        tokenizer=None,
+        params=params,
+        source=AIMV2_SOURCE,
+        unverified=unverified,
+        notes="no resize, no crop: any image whose sides are multiples of 14 (2-D sin-cos positions)" if native else "",
+    )
+
+
 NOT_MULTIPLE = "image size not a multiple of the patch: transformers' patch convolution drops the last pixels"
 
 ENTRIES: tuple[CatalogEntry, ...] = (
@@ -500,4 +543,20 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         text_size="so400m",
         params=1_871_885_426,
     ),
+    # AIMv2 vision (the LiT pair's vision tower loads too; the pair itself is not in the catalog yet)
+    _aimv2("large", 224, params=309_197_824),
+    _aimv2("large", 336, params=309_525_504),
+    _aimv2("large", 448, params=309_984_256),
+    _aimv2("huge", 224, params=680_851_968),
+    _aimv2("huge", 336, params=681_343_488),
+    _aimv2("huge", 448, params=682_031_616),
+    _aimv2("1B", 224, params=1_234_958_336),
+    _aimv2("1B", 336, params=1_235_613_696),
+    _aimv2("1B", 448, params=1_236_531_200),
+    _aimv2("3B", 224, params=2_720_658_432),
+    _aimv2("3B", 336, params=2_721_641_472),
+    _aimv2("3B", 448, params=2_723_017_728),
+    _aimv2("large", 224, tag="-distilled", params=309_197_824),
+    _aimv2("large", 336, tag="-distilled", params=309_525_504),
+    _aimv2("large", 224, native=True, params=308_935_680),
 )

@@ -6,7 +6,7 @@ import copy
 import dataclasses
 from typing import Any
 
-FAMILIES = ("vit", "deit", "dinov2", "dinov3", "clip", "siglip", "siglip2")
+FAMILIES = ("vit", "deit", "dinov2", "dinov3", "clip", "siglip", "siglip2", "aimv2")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

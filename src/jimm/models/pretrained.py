@@ -54,7 +54,7 @@ def save_pretrained(
 ) -> None:
     """Write transformers' format for `model` as one atomic save (see `jimm.io.atomic_save`)."""
     config = model.config
-    with_head = model.do_classification
+    with_head = getattr(model, "do_classification", False)  # a feature model (AIMv2) has no classifier
     prefix = family.model_prefixes(config)[:1] if with_head else ()
     table = family.table(config, prefix=prefix[0] if prefix else "", with_head=with_head, entries=None)
     tensors = tensors_to_save(model, table, family.layers)
