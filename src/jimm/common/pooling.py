@@ -15,7 +15,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from . import init as initializers
-from .attention import xla_attention
+from .attention import AttentionFn, xla_attention
 from .placement import batch_like, gathered, with_sharding
 from .sharding import Plan
 from .transformer import MLP, LayerNorm, default_kernel_init
@@ -39,6 +39,7 @@ class MAPHead(nnx.Module):
     ):
         n, h = num_heads, dim // num_heads
         self.dtype = dtype
+        self.attention_fn = xla_attention
         zeros = initializers.zeros
         self.probe = nnx.Param(
             with_sharding(default_kernel_init, sharding.probe)(rngs.params(), (1, 1, dim), param_dtype)
@@ -53,6 +54,10 @@ class MAPHead(nnx.Module):
         self.norm = LayerNorm(dim, eps=eps, spec=None, **common)
         self.mlp = MLP(dim, mlp_dim, act=act, sharding=sharding, **common)
 
+    def use_attention_fn(self, attention_fn: AttentionFn) -> None:
+        """Attend through `attention_fn` from now on (`jimm.export` picks the explicit path)."""
+        self.attention_fn = attention_fn
+
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B D"]:
         dt = self.dtype
         x = x.astype(dt)
@@ -63,7 +68,7 @@ class MAPHead(nnx.Module):
             jnp.einsum("BTD,DKNH->KBTNH", x, self.kv_kernel[...].astype(dt))
             + self.kv_bias[...].astype(dt)[:, None, None]
         )
-        out = xla_attention(q, kv[0], kv[1])
+        out = self.attention_fn(q, kv[0], kv[1])
         y = jnp.einsum("BQNH,NHD->BQD", out, self.out_kernel[...].astype(dt)) + self.out_bias[...].astype(dt)
         y = y + self.mlp(self.norm(y))
         return y[:, 0]

@@ -88,8 +88,10 @@ class LayerNorm(nnx.LayerNorm):
 
     def __call__(self, x: Float[Array, "... D"], *, mask: jax.Array | None = None) -> Float[Array, "... D"]:
         scale, bias = like(self.scale[...], x), like(self.bias[...], x)
-        if mask is not None or (scale is self.scale[...] and bias is self.bias[...]):
+        if mask is not None:
             return super().__call__(x, mask=mask)
+        if scale is self.scale[...] and bias is self.bias[...]:
+            return super().__call__(x)  # no `mask=`: jax2onnx swaps in a mask-less `nnx.LayerNorm.__call__`
         # A scale / bias stored sharded (the `layernorm` field) under Explicit axes, gathered to fit `x`:
         # flax's own steps (float32 statistics, two-pass variance) on the gathered values.
         x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
@@ -165,6 +167,11 @@ class Attention(nnx.Module):
         norm = dict(eps=eps, spec=None, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_norm = LayerNorm(head_dim, **norm) if qk_norm else None
         self.k_norm = LayerNorm(head_dim, **norm) if qk_norm else None
+
+    def use_attention_fn(self, attention_fn: AttentionFn) -> None:
+        """Run the attention through `attention_fn` from now on (`jimm.export` picks the explicit path)."""
+        self.attention_fn = attention_fn
+        self.attend = AttentionCall.bind(attention_fn, causal=self.causal)
 
     def qkv(
         self, x: Float[Array, "B T D"], rope: tuple[jax.Array, jax.Array] | None = None
