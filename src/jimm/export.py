@@ -51,7 +51,7 @@ def _towers(model) -> dict[str, Callable[[Any, jax.Array], jax.Array]]:
 
 def _export_copy(model) -> nnx.Module:
     """A copy of `model` that shares its weights, in eval mode, without dropout rng state (constants of a key
-    dtype that no converter takes), attending through the explicit XLA path."""
+    dtype that no converter takes), attending through the explicit XLA path, its blocks unrolled."""
     copy = nnx.merge(*nnx.split(model))
     copy.eval()  # every random layer (dropout, DINOv3's RoPE augmentation) deterministic: its rngs go unused
     for _, module in nnx.iter_graph(copy):
@@ -59,6 +59,8 @@ def _export_copy(model) -> nnx.Module:
             module.rngs = nnx.data(None)
         if hasattr(module, "use_attention_fn"):  # the blocks' attention and the MAP pooling head's
             module.use_attention_fn(reference_attention)
+        if hasattr(module, "unstack_layers"):
+            module.unstack_layers()
     return copy
 
 

@@ -652,6 +652,15 @@ class Encoder(nnx.Module):
         else:
             self.layers = _vmapped_blocks(num_layers, block_kwargs, rngs)
 
+    def unstack_layers(self) -> None:
+        """Switch a scanned encoder to the python-loop layout in place, each block holding its slice of the
+        stacked parameters: `jimm.export` traces the blocks unrolled, so ONNX gets a flat graph, not a Loop."""
+        if self.scan_layers:
+            graphdef, state = nnx.split(self.layers)
+            slices = [jax.tree.map(lambda a, i=i: a[i], state) for i in range(self.num_layers)]
+            self.layers = nnx.List([nnx.merge(graphdef, s) for s in slices])
+            self.scan_layers = False
+
     def __call__(
         self,
         x: Float[Array, "B T D"],
