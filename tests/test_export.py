@@ -148,23 +148,27 @@ def test_facts_beside_the_files(models, tmp, family):
         np.testing.assert_allclose(run_file(out / "text.stablehlo", ids), reference(model, "text", ids), atol=ATOL)
 
 
-def test_bf16_export_runs(tmp):
+def test_bf16_export(tmp):
+    """bf16 runs as StableHLO; as ONNX it is refused with the reason (ONNX's Einsum has no bfloat16 type, so
+    onnxruntime would refuse the file) rather than written unloadable."""
     model = jimm.VisionTransformer.from_config(
-        dict(VISION, model_type="vit", intermediate_size=17, num_labels=5), dtype=jnp.bfloat16, sharding=None
+        dict(VISION, model_type="vit", intermediate_size=17, num_labels=5),
+        dtype=jnp.bfloat16,
+        param_dtype=jnp.bfloat16,
+        sharding=None,
     )
     x = inputs(model, "image", 3)
-    want = np.asarray(model(x), np.float32)
-    for format in ("stablehlo", "onnx"):
-        out = tmp / f"bf16-{format}"
-        export_model(model, out, format=format)
-        facts = json.loads((out / "export.json").read_text())
-        assert facts["files"][f"image.{format}"]["output"]["dtype"] == "bfloat16"
-        if format == "stablehlo":
-            np.testing.assert_allclose(run_file(out / "image.stablehlo", x), want, atol=2e-2)
-        else:
-            import onnx
-
-            onnx.checker.check_model(str(out / "image.onnx"))
+    out = tmp / "bf16-stablehlo"
+    export_model(model, out, format="stablehlo")
+    facts = json.loads((out / "export.json").read_text())
+    assert facts["files"]["image.stablehlo"]["output"]["dtype"] == "bfloat16"
+    exported = load_stablehlo(out / "image.stablehlo")
+    assert exported.out_avals[0].dtype == jnp.bfloat16
+    # a few bf16 steps (2^-9 at 0.1): the export attends through the explicit path, jimm through its CPU kernel
+    np.testing.assert_allclose(run_file(out / "image.stablehlo", x), np.asarray(model(x), np.float32), atol=2e-3)
+    with pytest.raises(ValueError, match="no bfloat16 type.*format='stablehlo'"):
+        export_model(model, tmp / "bf16-onnx", format="onnx")
+    assert not (tmp / "bf16-onnx").exists()
 
 
 def test_refuses_files_jimm_did_not_write(models, tmp):

@@ -35,7 +35,7 @@ from .io.atomic_save import FolderSave
 
 FORMATS = {"onnx": ".onnx", "stablehlo": ".stablehlo"}
 FACTS = "export.json"
-_ONNX_SINGLE_FILE_LIMIT = 1 << 31  # protobuf's limit: larger ONNX models keep their weights in a `.data` file
+_ONNX_SINGLE_FILE_LIMIT = 1 << 31  # protobuf's limit on one message, so on a single-file ONNX model
 
 
 def _towers(model) -> dict[str, Callable[[Any, jax.Array], jax.Array]]:
@@ -101,34 +101,55 @@ def _stablehlo(fn, shape, dtype, platforms: Sequence[str] | None) -> bytes:
     return bytes(exported.serialize())
 
 
-def _onnx(fn, name: str, shape, dtype, opset: int):
+def _onnx(fn, tower: str, input_name: str, shape, dtype, opset: int) -> bytes:
     try:
         from jax2onnx import to_onnx
     except ImportError as err:
         raise ImportError(
             f"ONNX export needs jax2onnx, onnx and onnxruntime ({err}): pip install 'jimm[export]'"
         ) from err
-    quiet = logging.getLogger("jax2onnx")  # it reports every optional plugin (equinox, dm_pix) it skips
-    level, quiet.level = quiet.level, logging.ERROR
+    # jax2onnx reports every optional plugin (equinox, dm_pix) it skips; onnx_ir every untyped shape constant.
+    quiet = [logging.getLogger(name) for name in ("jax2onnx", "onnx_ir")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
     try:
         proto = to_onnx(
             fn,
             [jax.ShapeDtypeStruct(("B", *shape), dtype)],
-            model_name=name,
+            model_name=tower,
             opset=opset,
-            input_names=[_input_names[name]],
+            input_names=[input_name],
             output_names=["output"],
             return_mode="proto",
         )
     finally:
-        quiet.setLevel(level)
-    return proto
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    if proto.ByteSize() >= _ONNX_SINGLE_FILE_LIMIT:
+        raise ValueError(f"the {tower} tower is over 2 GB, ONNX's single-file limit; export it as StableHLO instead")
+    _check_onnx(proto, tower)
+    return proto.SerializeToString()
 
 
-_input_names = {"image": "pixel_values", "text": "input_ids"}
+def _check_onnx(proto, tower: str) -> None:
+    """Refuse to write a graph onnxruntime would refuse to load (ONNX's type rules and shape inference)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        reason = str(err).strip().splitlines()[0]
+        hint = (
+            "; ONNX's Einsum has no bfloat16 type, so a bf16 graph cannot be loaded: export bf16 models as StableHLO "
+            "(format='stablehlo'), or build the model in float32 for ONNX"
+            if "bfloat16" in reason
+            else ""
+        )
+        raise ValueError(f"the ONNX graph of the {tower} tower is not valid ONNX ({reason}){hint}") from None
 
 
-def _preprocessing(model) -> tuple[dict[str, Any], str] | None:
+def _preprocessing(model) -> tuple[dict[str, Any], str]:
     """(the facts a deployment needs, transformers' preprocessor_config.json text) for a vision model."""
     from .data.preprocess import ImageProcessorConfig
 
@@ -180,7 +201,7 @@ def export_model(
     if platforms is not None and format != "stablehlo":
         raise ValueError("platforms= applies to the StableHLO format only (an ONNX file runs wherever it is loaded)")
 
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes | str] = {}
     facts: dict[str, Any] = {"format": format, "model_type": getattr(model.config, "model_type", None), "files": {}}
     for tower in chosen:
         input_name, shape, dtype = _input_spec(model, tower)
@@ -190,12 +211,7 @@ def export_model(
         if format == "stablehlo":
             files[name] = _stablehlo(fn, shape, dtype, platforms)
         else:
-            proto = _onnx(fn, tower, shape, dtype, opset)
-            if proto.ByteSize() >= _ONNX_SINGLE_FILE_LIMIT:
-                raise ValueError(
-                    f"the {tower} tower is over 2 GB, ONNX's single-file limit; export it as StableHLO instead"
-                )
-            files[name] = proto.SerializeToString()
+            files[name] = _onnx(fn, tower, input_name, shape, dtype, opset)
         facts["files"][name] = {
             "input": {"name": input_name, "shape": ["B", *shape], "dtype": jnp.dtype(dtype).name},
             "output": {"name": "output", "shape": ["B", *out_aval.shape[1:]], "dtype": out_aval.dtype.name},
