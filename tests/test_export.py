@@ -213,3 +213,31 @@ def test_cli_export_runs_without_jimm(models, tmp):
     """)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp)
     np.testing.assert_allclose(np.load(tmp / "y.npy"), reference(models["clip"], "image", x), atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "extra, setup, expected",
+    [
+        (["--format", "onnx", "--platforms", "cpu"], None, "platforms= applies to the StableHLO format only"),
+        (["--towers", "text"], None, "cannot export ['text']"),
+        (["--format", "stablehlo"], "image.stablehlo", "which jimm did not write; pass overwrite=True (`--overwrite`"),
+        (["--format", "tflite"], None, "invalid choice: 'tflite'"),
+    ],
+    ids=["platforms-with-onnx", "no-such-tower", "foreign-file", "unknown-format"],
+)
+def test_cli_bad_input_is_one_line(models, tmp, tmp_path, capsys, extra, setup, expected):
+    from jimm.cli import main
+
+    model_of(models, tmp, "vit").save_pretrained(tmp / "vit-checkpoint", overwrite=True)
+    out = tmp_path / "out"
+    if setup:
+        out.mkdir()
+        (out / setup).write_bytes(b"theirs")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    try:
+        code = main(["export", str(tmp / "vit-checkpoint"), str(out), *extra])
+    except SystemExit as exit_info:  # argparse
+        code = exit_info.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("jimm: error: ") and expected in err[0], err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
