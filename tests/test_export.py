@@ -16,9 +16,11 @@ import textwrap
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from image_text_fixtures import save_pair
 
 import jimm
+from jimm.common.attention import reference_attention
 from jimm.data.preprocess import ImageProcessorConfig
 from jimm.export import export_model, load_stablehlo
 from jimm.io.atomic_save import FolderConflictError
@@ -113,6 +115,9 @@ def test_export_equals_jimm(models, tmp, family, format):
     model = model_of(models, tmp, family)
     out = tmp / f"{family}-{format}"
     written = {p.name for p in model.export(out, format=format)}
+    modules = [m for _, m in nnx.iter_graph(model)]  # the export changed a copy, not the model
+    assert not any(getattr(m, "attention_fn", None) is reference_attention for m in modules)
+    assert all(m.scan_layers for m in modules if hasattr(m, "unstack_layers"))
     towers = ["image", "text"] if family in ("clip", "siglip") else ["image"]
     assert {f"{t}.{format}" for t in towers} | {"export.json", "preprocessor_config.json"} <= written
     facts = json.loads((out / "export.json").read_text())

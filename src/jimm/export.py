@@ -55,7 +55,7 @@ def _export_copy(model) -> nnx.Module:
     copy = nnx.merge(*nnx.split(model))
     copy.eval()  # every random layer (dropout, DINOv3's RoPE augmentation) deterministic: its rngs go unused
     for _, module in nnx.iter_graph(copy):
-        if isinstance(getattr(module, "rngs", None), nnx.Rngs | nnx.RngStream) and module.deterministic:
+        if isinstance(getattr(module, "rngs", None), nnx.Rngs | nnx.RngStream) and getattr(module, "deterministic", 0):
             module.rngs = nnx.data(None)
         if hasattr(module, "use_attention_fn"):  # the blocks' attention and the MAP pooling head's
             module.use_attention_fn(reference_attention)
