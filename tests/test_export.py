@@ -249,3 +249,20 @@ def test_cli_bad_input_is_one_line(models, tmp, tmp_path, capsys, extra, setup, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("jimm: error: ") and expected in err[0], err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("cls, kind", [(jimm.CLIPVisionModel, "clip"), (jimm.SigLIPTextModel, "siglip")])
+def test_single_towers(tmp, cls, kind):
+    """A tower loaded on its own (here a CLIP image classifier and a SigLIP text tower) exports its one file."""
+    from image_text_fixtures import hf_config
+
+    extra = {"do_classification": True, "id2label": {0: "cat", 1: "dog", 2: "car"}} if kind == "clip" else {}
+    model = cls.from_config(hf_config(kind).to_dict(), sharding=None, **extra)
+    tower = "text" if "text" in cls.TOWERS else "image"
+    out = tmp / f"single-{kind}"
+    written = {p.name for p in export_model(model, out, format="stablehlo")}
+    assert {n for n in written if n.endswith(".stablehlo")} == {f"{tower}.stablehlo"}
+    x = inputs(model, tower, 2)
+    want = np.asarray(model(x), np.float32)
+    assert want.shape == ((2, 3) if kind == "clip" else (2, 21))
+    np.testing.assert_allclose(run_file(out / f"{tower}.stablehlo", x), want, atol=ATOL)
