@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_image_text import add_commands  # zero-shot, embed
 
     add_commands(sub)
+    from .cli_export import add_command as add_export
+
+    add_export(sub)
     return parser
 
 

@@ -65,6 +65,10 @@ class MAPHead(nnx.Module):
         self.norm = LayerNorm(dim, eps=eps, spec=None, **common) if residual_mlp else None
         self.mlp = MLP(dim, mlp_dim, act=act, sharding=sharding, **common) if residual_mlp else None
 
+    def use_attention_fn(self, attention_fn: AttentionFn) -> None:
+        """Attend through `attention_fn` from now on (`jimm.export` picks the explicit path)."""
+        self.attend = AttentionCall.bind(attention_fn)
+
     def __call__(self, x: Float[Array, "B T D"], mask: Bool[Array, "B T"] | None = None) -> Float[Array, "B D"]:
         dt = self.dtype
         x = x.astype(dt)

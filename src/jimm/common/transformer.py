@@ -88,8 +88,10 @@ class LayerNorm(nnx.LayerNorm):
 
     def __call__(self, x: Float[Array, "... D"], *, mask: jax.Array | None = None) -> Float[Array, "... D"]:
         scale, bias = like(self.scale[...], x), like(self.bias[...], x)
-        if mask is not None or (scale is self.scale[...] and bias is self.bias[...]):
+        if mask is not None:
             return super().__call__(x, mask=mask)
+        if scale is self.scale[...] and bias is self.bias[...]:
+            return super().__call__(x)  # no `mask=`: jax2onnx swaps in a mask-less `nnx.LayerNorm.__call__`
         # A scale / bias stored sharded (the `layernorm` field) under Explicit axes, gathered to fit `x`:
         # flax's own steps (float32 statistics, two-pass variance) on the gathered values.
         x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
@@ -196,6 +198,11 @@ class Attention(nnx.Module):
         norm = dict(eps=eps, spec=None, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.q_norm = LayerNorm(head_dim, **norm) if qk_norm else None
         self.k_norm = LayerNorm(head_dim, **norm) if qk_norm else None
+
+    def use_attention_fn(self, attention_fn: AttentionFn) -> None:
+        """Run the attention through `attention_fn` from now on (`jimm.export` picks the explicit path)."""
+        self.attention_fn = attention_fn
+        self.attend = AttentionCall.bind(attention_fn, causal=self.causal)
 
     def qkv(
         self, x: Float[Array, "B T D"], rope: tuple[jax.Array, jax.Array] | None = None
@@ -677,6 +684,15 @@ class Encoder(nnx.Module):
             self.layers = stack_blocks(blocks, num_layers, block_kwargs)
         else:
             self.layers = _vmapped_blocks(num_layers, block_kwargs, rngs)
+
+    def unstack_layers(self) -> None:
+        """Switch a scanned encoder to the python-loop layout in place, each block holding its slice of the
+        stacked parameters: `jimm.export` traces the blocks unrolled, so ONNX gets a flat graph, not a Loop."""
+        if self.scan_layers:
+            graphdef, state = nnx.split(self.layers)
+            slices = [jax.tree.map(lambda a, i=i: a[i], state) for i in range(self.num_layers)]
+            self.layers = nnx.List([nnx.merge(graphdef, s) for s in slices])
+            self.scan_layers = False
 
     def __call__(
         self,

@@ -541,6 +541,13 @@ class VisionFeatures:
 
     vision_tower: VisionTower
 
+    def export(self, out, *, format: str = "onnx", **kwargs):
+        """Write this model's towers as ONNX or StableHLO files into the folder `out`, with the preprocessing
+        facts beside them; keyword arguments go to `jimm.export.export_model`. Returns the paths written."""
+        from ..export import export_model
+
+        return export_model(self, out, format=format, **kwargs)
+
     def forward_features(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:
         """All tokens after the final norm, `[B, T, D]` (prefix tokens first), as HF's `last_hidden_state`."""
         return self.vision_tower.forward_features(x)

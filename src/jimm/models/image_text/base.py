@@ -72,6 +72,13 @@ class Family:
             "embeddings and zero-shot classification"
         )
 
+    def export(self, out, *, format: str = "onnx", **kwargs):
+        """Write this model's towers as ONNX or StableHLO files into the folder `out`, with the preprocessing
+        facts beside them; keyword arguments go to `jimm.export.export_model`. Returns the paths written."""
+        from ...export import export_model
+
+        return export_model(self, out, format=format, **kwargs)
+
     # -- text helpers ------------------------------------------------------------------------------------------
 
     def tokenize(self, texts: str | list[str], *, max_length: int | None = None) -> np.ndarray:
