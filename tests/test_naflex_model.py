@@ -1,0 +1,56 @@
+"""SigLIP 2 NaFlex (`model_type: siglip2`) against transformers: position resize, config, and the model."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+# Per-image patch grids: the table's own, beyond it in one axis, a sliver, one patch, and shapes real photos give.
+GRIDS = np.array([[16, 16], [2, 128], [23, 11], [1, 1], [40, 25], [13, 19], [3, 5]])
+
+
+@pytest.mark.parametrize("side", [16, 7])
+def test_position_resize_matches_transformers(side):
+    import torch
+    from transformers.models.siglip2.modeling_siglip2 import Siglip2VisionEmbeddings
+
+    from jimm.common.resample import naflex_pos_embed
+
+    table = np.random.RandomState(side).randn(side, side, 13).astype(np.float32)
+    length = 1024
+    expected = Siglip2VisionEmbeddings.resize_positional_embeddings(
+        torch.from_numpy(table), torch.from_numpy(GRIDS), length
+    ).numpy()
+    resize = jax.jit(naflex_pos_embed, static_argnums=2)
+    ours = np.asarray(resize(jnp.asarray(table), jnp.asarray(GRIDS), length))
+    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
+    # every image's slots are its own grid (not a shared one): the two largest grids differ
+    assert np.abs(ours[0, :256] - ours[4, :256]).max() > 0.1
+    # a second mix of grids reuses the compiled program: the sizes are data, not shapes
+    compiled = resize._cache_size()
+    resize(jnp.asarray(table), jnp.asarray(GRIDS[::-1]), length)
+    assert resize._cache_size() == compiled
+
+
+def test_config_round_trips_transformers(tmp_path):
+    import transformers as T
+
+    from jimm.models.siglip2.config import Siglip2Config
+
+    hf = T.Siglip2Config(
+        vision_config=dict(hidden_size=39, num_attention_heads=3, intermediate_size=23, num_patches=144, patch_size=8),
+        text_config=dict(hidden_size=33, num_attention_heads=3, projection_size=39, vocab_size=99),
+    )
+    hf.save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    config = Siglip2Config.from_hf_dict(raw)
+    assert config.vision_config.position_grid == 12 and config.vision_config.tower().grid_hw == (12, 12)
+    again = T.Siglip2Config.from_dict(config.to_hf_dict())
+    assert again.vision_config.to_dict() == hf.vision_config.to_dict()
+    assert again.text_config.to_dict() == hf.text_config.to_dict()
+    with pytest.raises(ValueError, match="num_patches=200 is not a square"):
+        Siglip2Config.from_hf_dict({**raw, "vision_config": {**raw["vision_config"], "num_patches": 200}})
+    with pytest.raises(ValueError, match="no fixed image size"):
+        _ = config.image_hw
