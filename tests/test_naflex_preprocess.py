@@ -1,43 +1,21 @@
 """NaFlex preprocessing parity with transformers' Siglip2ImageProcessor on real photos of mixed aspect ratios."""
 
-import json
-
 import numpy as np
 import pytest
+from naflex_fixtures import photos, processor_folder
 
-
-def _photos():
-    from skimage import data
-
-    return {
-        "astronaut": data.astronaut(),  # square 512x512
-        "coffee": data.coffee(),  # landscape 400x600
-        "chelsea": data.chelsea(),  # landscape 300x451
-        "rocket": data.rocket(),  # landscape 427x640
-        "rocket_crop": data.rocket()[20:407, 230:401],  # portrait 387x171
-        "sliver": data.coffee()[100:109, :],  # 9x600: rounds up to one patch row
-    }
-
-
-PHOTOS = _photos()
+PHOTOS = photos()
 
 
 def _transformers(max_num_patches, **kwargs):
+    import tempfile
+    from pathlib import Path
+
     from transformers import AutoImageProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    return AutoImageProcessor.from_pretrained(_processor_dir(max_num_patches, **kwargs))
-
-
-def _processor_dir(max_num_patches, **kwargs):
-    import tempfile
-    from pathlib import Path
-
-    folder = Path(tempfile.mkdtemp())
-    raw = {"image_processor_type": "Siglip2ImageProcessorFast", "max_num_patches": max_num_patches, **kwargs}
-    (folder / "preprocessor_config.json").write_text(json.dumps(raw))
-    return folder
+    return AutoImageProcessor.from_pretrained(processor_folder(Path(tempfile.mkdtemp()), max_num_patches, **kwargs))
 
 
 @pytest.mark.parametrize("max_num_patches", [64, 256])
