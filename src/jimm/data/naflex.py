@@ -10,6 +10,9 @@ transformers without torchvision gives `Siglip2ImageProcessorPil` (Pillow's uint
 uint8 antialiased kernel, which rounds about 0.3% of pixels one level away from Pillow's (2/255 after the 0.5
 normalisation), so the two transformers processors themselves differ by up to 0.0079.
 
+The batch is `jimm.common.naflex.NaFlexInputs` of numpy arrays: `pixel_values` float32 `[B, M, P]`,
+`pixel_attention_mask` int32 `[B, M]` (1 for a real patch), `spatial_shapes` int64 `[B, 2]` (rows, columns).
+
 Dimension letters: B batch, M padded patch slots, P patch values (p * p * C).
 """
 
@@ -19,12 +22,13 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from PIL import Image
 
+from ..common.naflex import NaFlexInputs
 from .preprocess import (
     _BOOKKEEPING,
     _NO_OP,
@@ -57,14 +61,6 @@ def size_for_max_num_patches(
         else:
             high = mid
     return scaled(low, height), scaled(low, width)
-
-
-class NaFlexBatch(NamedTuple):
-    """The model inputs transformers' processor returns, under its names."""
-
-    pixel_values: Float[np.ndarray, "B M P"]
-    pixel_attention_mask: Int[np.ndarray, "B M"]  # int32: 1 for a real patch, 0 for padding
-    spatial_shapes: Int[np.ndarray, "B 2"]  # int64 patch grid (rows, columns) of each image
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -130,6 +126,17 @@ class NaFlexProcessorConfig:
         return cls(**values)
 
     @classmethod
+    def for_model(cls, model, *, max_num_patches: int | None = None) -> NaFlexProcessorConfig:
+        """The model's own preprocessor config (kept from its checkpoint), else the class defaults at its patch
+        size; `max_num_patches` overrides the patch budget (256 by default, the models were trained up to 1024)."""
+        text = getattr(model, "preprocessor_json", None)
+        config = cls.from_json(text) if text else cls(patch_size=model.config.vision_config.patch_size)
+        return config if max_num_patches is None else config.replace(max_num_patches=max_num_patches)
+
+    def replace(self, **changes: Any) -> NaFlexProcessorConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
     def from_json(cls, text: str, *, source: str = "preprocessor_config.json") -> NaFlexProcessorConfig:
         try:
             return cls.from_dict(json.loads(text))
@@ -170,7 +177,7 @@ def naflex_patches(image: ImageLike, config: NaFlexProcessorConfig) -> tuple[Flo
 
 def preprocess_naflex(
     images: Sequence[ImageLike], config: NaFlexProcessorConfig, *, pad_to: int | None = None
-) -> NaFlexBatch:
+) -> NaFlexInputs:
     """Images of any sizes (arrays, PIL images or paths) -> one padded NaFlex batch.
 
     Each image gets at most `config.max_num_patches` patches; the batch is padded to `pad_to` patch slots
@@ -193,4 +200,4 @@ def preprocess_naflex(
         values[i, : len(patches)] = patches
         mask[i, : len(patches)] = 1
     shapes = np.asarray([grid for _, grid in results], np.int64)
-    return NaFlexBatch(values, mask, shapes)
+    return NaFlexInputs(values, mask, shapes)

@@ -33,6 +33,8 @@ class Family:
     LOGIT_BIAS: ClassVar[bool]  # SigLIP's learned logit bias (its logit scale is then `(1,)`, CLIP's 0-d)
     PROBABILITY: ClassVar[str]  # "softmax" over labels (CLIP) or "sigmoid" per logit (SigLIP)
     TOWERS: ClassVar[tuple[str, ...]]  # ("vision", "text"), ("vision",) or ("text",)
+    VISION_TOWER: ClassVar[type] = VisionTower  # SigLIP 2 NaFlex: `NaFlexTower`, which takes pre-cut patches
+    LINEAR_PATCHES: ClassVar[bool] = False  # the checkpoint's patch embedding is a Linear, not a conv (NaFlex)
     do_classification: bool = False  # only vision models can have a classifier (`jimm predict` checks this)
 
     config: Any

@@ -1,0 +1,89 @@
+"""SigLIP 2 NaFlex (Tschannen et al., 2025, "SigLIP 2"), equal to transformers' `Siglip2Model`: SigLIP's two
+towers and sigmoid logits, with the NaFlex vision tower (`jimm.common.naflex`), which takes each image at its own
+aspect ratio as `NaFlexInputs` (`jimm.data.naflex.preprocess_naflex`). The maths is shared with CLIP and SigLIP
+(`jimm.models.image_text.model`); this module holds only what SigLIP 2 changes.
+
+Dimension letters: I images, J texts, T tokens, M patch slots, P embedding width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+from jax.typing import DTypeLike
+from jaxtyping import Array, Float, Int
+
+from ...common.naflex import NaFlexInputs, NaFlexTower
+from ...common.sharding import ShardingSpec, SigLIPSharding
+from ..image_text.model import ImageTextModel
+from ..siglip.model import SigLIP, _SiglipFamily
+from .config import Siglip2Config
+
+
+class _Siglip2Family(_SiglipFamily):
+    CONFIG = Siglip2Config
+    HF_PREFIX = "Siglip2"
+    VISION_TOWER = NaFlexTower
+    NAFLEX = True  # images go through jimm.data.naflex, not the fixed-size processors
+    LINEAR_PATCHES = True  # transformers stores the patch embedding as a Linear over flattened patches
+
+
+class SigLIP2(_Siglip2Family, ImageTextModel):
+    """SigLIP 2 NaFlex's two towers: `encode_image(NaFlexInputs)`, `encode_text`, `model(inputs, input_ids)` ->
+    `logits_per_image`, `zero_shot(images, labels, max_num_patches=...)` (a sigmoid per image-label pair)."""
+
+    def __init__(
+        self,
+        *,
+        config: Siglip2Config | None = None,
+        attention_fn: Callable[..., Any] | None = None,
+        vision_attention_fn: Callable[..., Any] | None = None,
+        text_attention_fn: Callable[..., Any] | None = None,
+        use_gradient_checkpointing: bool = False,
+        rngs: nnx.Rngs | None = None,
+        dtype: DTypeLike = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
+        sharding: ShardingSpec | type | None = SigLIPSharding,
+        remat_policy: str | None = None,
+        scan_layers: bool = True,
+    ):
+        """Build with random weights, in eval mode (default config: B/16 NaFlex, 256 position rows)."""
+        super().__init__(
+            config=config if config is not None else Siglip2Config(),
+            attention_fn=attention_fn,
+            vision_attention_fn=vision_attention_fn,
+            text_attention_fn=text_attention_fn,
+            use_gradient_checkpointing=use_gradient_checkpointing,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            sharding=sharding,
+            remat_policy=remat_policy,
+            scan_layers=scan_layers,
+        )
+
+    initial_logit_scale_and_bias = SigLIP.initial_logit_scale_and_bias
+
+    def encode_image(self, inputs: NaFlexInputs, do_projection: bool = True) -> Float[Array, "I P"]:
+        """One embedding per image: the masked MAP head over its real patches. Not normalised."""
+        if not self.config.vision_config.vision_use_head:
+            raise ValueError(
+                "this SigLIP 2 vision tower has no pooling head (vision_use_head=false), so it gives no image "
+                "embedding; use forward_features for the tokens"
+            )
+        return self.vision_model(inputs)
+
+    def __call__(
+        self,
+        inputs: NaFlexInputs,
+        input_ids: Int[Array, "J T"],
+        attention_mask: Int[Array, "J T"] | None = None,
+    ) -> Float[Array, "I J"]:
+        """The image-by-text logits matrix (transformers' `logits_per_image`)."""
+        return self.logits(self.encode_image(inputs), self.encode_text(input_ids, attention_mask))
+
+
+__all__ = ["SigLIP2"]
