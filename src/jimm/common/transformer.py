@@ -100,6 +100,37 @@ class LayerNorm(nnx.LayerNorm):
         return jnp.asarray(y, self.dtype or jnp.result_type(x, scale, bias))
 
 
+class RMSNorm(nnx.Module):
+    """Root-mean-square norm, `scale * x / sqrt(mean(x^2) + eps)`, no bias (AIMv2, T5).
+
+    Statistics in fp32 and the normalised value cast back to the input dtype before the scale, as
+    transformers' `Aimv2RMSNorm` / `T5LayerNorm` do, so a bf16 model rounds where torch does.
+    """
+
+    def __init__(self, dim: int, *, eps: float, spec: Spec, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
+        self.scale = nnx.Param(with_sharding(initializers.ones, spec)(rngs.params(), (dim,), param_dtype))
+        self.epsilon, self.dtype = eps, dtype
+
+    def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
+        stats = x.astype(jnp.float32)
+        normed = (stats * jax.lax.rsqrt(jnp.mean(jnp.square(stats), axis=-1, keepdims=True) + self.epsilon)).astype(
+            x.dtype
+        )
+        dtype = self.dtype or x.dtype
+        return like(self.scale[...], x).astype(dtype) * normed.astype(dtype)
+
+
+NORMS: dict[str, type[nnx.Module]] = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+"""Norm layers by config name; each is built as `NORMS[kind](dim, eps=, spec=, dtype=, param_dtype=, rngs=)`."""
+
+
+def make_norm(kind: str, dim: int, **kwargs) -> nnx.Module:
+    """The `kind` norm layer (a `NORMS` key), or a clear error naming the known kinds."""
+    if kind not in NORMS:
+        raise ValueError(f"unknown norm {kind!r}; choose one of {sorted(NORMS)}")
+    return NORMS[kind](dim, **kwargs)
+
+
 class Attention(nnx.Module):
     """Multi-head self-attention with a fused qkv kernel `[D, 3, N, H]`.
 
@@ -435,8 +466,9 @@ class DropPath(nnx.Module):
 class Block(nnx.Module):
     """`x + attn(norm1(x))`, then `x + mlp(norm2(x))`, with dropout on each branch.
 
-    Optional: LayerScale on each branch, stochastic depth on each branch, qk-norm and per-projection biases in
-    attention, a gated MLP (`mlp="gated"`), MLP biases off, RoPE and an attention mask passed per call.
+    Optional: the norm kind (`norm`, a `NORMS` key), LayerScale on each branch, stochastic depth on each branch,
+    qk-norm and per-projection biases in attention, a gated MLP (`mlp="gated"`), MLP biases off, RoPE and an
+    attention mask passed per call.
     """
 
     def __init__(
@@ -462,9 +494,10 @@ class Block(nnx.Module):
         mlp: str = "mlp",
         mlp_bias: bool = True,
         causal: bool = False,
+        norm: str = "layernorm",
     ):
         common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.norm1 = LayerNorm(dim, eps=eps, spec=sharding.norm, **common)
+        self.norm1 = make_norm(norm, dim, eps=eps, spec=sharding.norm, **common)
         self.attn = Attention(
             dim,
             num_heads,
@@ -478,7 +511,7 @@ class Block(nnx.Module):
             causal=causal,
             **common,
         )
-        self.norm2 = LayerNorm(dim, eps=eps, spec=sharding.norm, **common)
+        self.norm2 = make_norm(norm, dim, eps=eps, spec=sharding.norm, **common)
         if mlp not in MLPS:
             raise ValueError(f"unknown MLP kind {mlp!r}; choose one of {sorted(MLPS)}")
         self.mlp = MLPS[mlp](dim, mlp_dim, act=act, sharding=sharding, bias=mlp_bias, **common)

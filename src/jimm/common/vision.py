@@ -4,13 +4,18 @@ stack, the final norm, pooling, and the feature API (`forward_features`, `forwar
 A family maps its HF config onto one `VisionTowerConfig` (architecture only) and its checkpoint onto the
 tower's parameters; nothing here knows a family. What the families differ in, and how it is expressed:
 
-| | ViT | DINOv2 (+reg) | DINOv3 | CLIP | SigLIP |
-|---|---|---|---|---|---|
-| prefix tokens | class (+dist, +reg) | class (+reg) | class + reg | class | none |
-| positions | learned, all tokens | learned, class + patches | RoPE on patches | learned, all | learned, patches |
-| extras | | LayerScale, SwiGLU (g) | LayerScale, gated MLP, no key bias | pre-norm, no patch bias | |
-| final norm | tokens | tokens | tokens | pooled class token (`fc_norm`) | tokens |
-| pooling | class token | class token | class token | class token | MAP head |
+| | ViT | DINOv2 (+reg) | DINOv3 | CLIP | SigLIP | AIMv2 |
+|---|---|---|---|---|---|---|
+| norms (`norm`) | LayerNorm | LayerNorm | LayerNorm | LayerNorm | LayerNorm | RMSNorm |
+| prefix tokens | class (+dist, +reg) | class (+reg) | class + reg | class | none | none |
+| positions | learned, all | learned, class+patches | RoPE | learned, all | learned, patches | learned / sin-cos |
+| extras | | LayerScale, SwiGLU (g) | LayerScale, gated MLP, no k bias | pre-norm, no conv bias | | patch norm, SwiGLU |
+| final norm | tokens | tokens | tokens | pooled class token (`fc_norm`) | tokens | tokens |
+| pooling | class token | class token | class token | class token | MAP head | probe head or none |
+
+The seams, in call order: `embed(x)` (patches, patch norm, prefix tokens, positions, pre-norm) ->
+`trunk(tokens, mask=)` (the blocks; `mask [B, T]`, True = a real token, masks padded keys in every block) ->
+`final_norm` -> `pool(features, mask=)` (by `global_pool`; masked mean and the attention heads skip padding).
 
 Dimension letters: B batch, T tokens (prefix + patches), D width, N heads, H head dim, P patch pixels.
 """
@@ -24,29 +29,33 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from . import init as initializers
 from .attention import AttentionFn
 from .placement import batch_like, gathered, like, output, reshape_batched, shard_input, with_sharding
 from .pooling import MAPHead
+from .positions import sincos_2d
 from .resample import RESAMPLE_MODES, resample_pos_embed
 from .sharding import Plan
 from .transformer import (
     ACTIVATIONS,
     MLPS,
+    NORMS,
     Encoder,
-    LayerNorm,
     RopeAugment,
     default_kernel_init,
     einsum,
+    make_norm,
     rope_2d,
     rope_coords,
 )
 
-POSITIONS = ("learned", "rope")
+POSITIONS = ("learned", "rope", "sincos")
 POS_EMBED_PREFIX = ("all", "class", "none")
-GLOBAL_POOLS = ("token", "avg", "map")
+GLOBAL_POOLS = ("token", "avg", "map", "probe", "none")
+"""class token; masked mean of the patches; big_vision's MAP head; AIMv2's probe head (no query projection,
+no MLP); none (`pool` returns the tokens)."""
 
 
 def pair(value, field: str) -> tuple[int, int]:
@@ -68,6 +77,8 @@ class VisionTowerConfig:
     mlp_dim: int
     act: str = "gelu"
     eps: float = 1e-6
+    norm: str = "layernorm"  # a `transformer.NORMS` kind: every block, pre-norm, patch norm, final norm, fc_norm
+    patch_norm: bool = False  # a norm on the patch tokens before positions are added (AIMv2's `embeddings.rms_norm`)
     image_size: tuple[int, int] = (224, 224)  # the native size: the position table's grid
     patch_size: tuple[int, int] = (16, 16)
     num_channels: int = 3
@@ -80,14 +91,14 @@ class VisionTowerConfig:
     distilled: bool = False  # DeiT's distillation token
     num_register_tokens: int = 0
     mask_token: bool = False  # DINO's learned mask token `[1, D]`: stored and saved, unused at inference
-    position: str = "learned"  # learned position table, or "rope" (2-D rotary on the patches, DINOv3)
+    position: str = "learned"  # learned table, "rope" (2-D rotary, DINOv3) or "sincos" (fixed 2-D, AIMv2 native)
     pos_embed_prefix: str = "all"  # prefix tokens with a position row: all, class (+dist) only, or none
     pos_resample: str = "bicubic"  # a `resample.RESAMPLE_MODES` kernel for other image sizes
     pos_interpolate_offset: float = 0.0  # DINOv2's legacy torch-hub scale-factor offset (0.1)
     rope_theta: float = 100.0
     pre_norm: bool = False  # LayerNorm on the embeddings before the blocks (CLIP's `pre_layrnorm`)
     fc_norm: bool = False  # final LayerNorm on the pooled vector instead of on every token
-    global_pool: str = "token"  # "token" (class token), "avg" (mean of patches), "map" (attention probe)
+    global_pool: str = "token"  # a `GLOBAL_POOLS` kind
     layer_scale_init_value: float | None = None
     qk_norm: bool = False
     dropout: float = 0.0
@@ -106,6 +117,11 @@ class VisionTowerConfig:
         checks = [
             (self.act in ACTIVATIONS, f"act={self.act!r} is not one of {sorted(ACTIVATIONS)}"),
             (self.mlp in MLPS, f"mlp={self.mlp!r} is not one of {sorted(MLPS)}"),
+            (self.norm in NORMS, f"norm={self.norm!r} is not one of {sorted(NORMS)}"),
+            (
+                self.position != "sincos" or (self.pos_embed_prefix == "none" and self.hidden_size % 4 == 0),
+                "position='sincos' covers the patches only (pos_embed_prefix='none') and needs a width divisible by 4",
+            ),
             (self.position in POSITIONS, f"position={self.position!r} is not one of {POSITIONS}"),
             (self.pos_embed_prefix in POS_EMBED_PREFIX, f"pos_embed_prefix must be one of {POS_EMBED_PREFIX}"),
             (self.pos_resample in RESAMPLE_MODES, f"pos_resample must be one of {RESAMPLE_MODES}"),
@@ -278,7 +294,8 @@ class VisionTower(nnx.Module):
         rope_train = c.position == "rope" and any(a is not None for a in augments)
         self.rope_augment = RopeAugment(*augments, rngs=rngs) if rope_train else None
         norm = dict(eps=c.eps, spec=sharding.norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.pre_norm = LayerNorm(d, **norm) if c.pre_norm else None
+        self.patch_norm = make_norm(c.norm, d, **norm) if c.patch_norm else None
+        self.pre_norm = make_norm(c.norm, d, **norm) if c.pre_norm else None
         self.blocks = Encoder(
             c.num_layers,
             remat=use_gradient_checkpointing,
@@ -304,10 +321,12 @@ class VisionTower(nnx.Module):
             out_bias=c.out_bias,
             mlp=c.mlp,
             mlp_bias=c.mlp_bias,
+            norm=c.norm,
         )
-        # timm / CLIP: with fc_norm the LayerNorm moves from the tokens to the pooled vector.
-        self.norm = LayerNorm(d, **norm) if not c.fc_norm else None
-        self.fc_norm = LayerNorm(d, **norm) if c.fc_norm else None
+        # timm / CLIP: with fc_norm the final norm moves from the tokens to the pooled vector.
+        self.norm = make_norm(c.norm, d, **norm) if not c.fc_norm else None
+        self.fc_norm = make_norm(c.norm, d, **norm) if c.fc_norm else None
+        probe = c.global_pool == "probe"  # AIMv2: no query projection, no MLP, key / value bias as the blocks'
         self.attn_pool = (
             MAPHead(
                 d,
@@ -319,8 +338,12 @@ class VisionTower(nnx.Module):
                 dtype=dtype,
                 param_dtype=param_dtype,
                 rngs=rngs,
+                attention_fn=attention_fn,
+                query_proj=not probe,
+                kv_bias=c.qkv_bias[1] if probe else True,
+                residual_mlp=not probe,
             )
-            if c.global_pool == "map"
+            if c.global_pool in ("map", "probe")
             else None
         )
 
@@ -366,6 +389,8 @@ class VisionTower(nnx.Module):
         c = self.config
         grid = self.check_images(x)
         tokens = self.patch_embed(shard_input(x, self.sharding.batch, "images"))
+        if self.patch_norm is not None:
+            tokens = self.patch_norm(tokens)
         b, _, d = tokens.shape
 
         def expand(t):
@@ -375,6 +400,9 @@ class VisionTower(nnx.Module):
         registers = [expand(self.reg_token)] if self.reg_token is not None else []
         if c.position == "rope":
             tokens = jnp.concatenate([*leading, *registers, tokens], axis=1)
+        elif c.position == "sincos":
+            pos = jnp.asarray(sincos_2d(grid, d), tokens.dtype)[None]
+            tokens = jnp.concatenate([*leading, *registers, tokens + pos], axis=1)
         else:
             pos = self.pos_embed_for(grid).astype(tokens.dtype)
             if c.pos_embed_prefix == "all":  # HF ViT, CLIP: every prefix token has a position row
@@ -389,22 +417,39 @@ class VisionTower(nnx.Module):
             tokens = self.pre_norm(tokens)
         return self.pos_drop(tokens)
 
-    def encode(self, x: Float[Array, "B height width C"], **kwargs):
-        """The block stack on `embed(x)` with this image's RoPE (`Encoder.__call__`'s extras via `kwargs`)."""
+    def trunk(
+        self,
+        tokens: Float[Array, "B T D"],
+        *,
+        mask: Bool[Array, "B T"] | None = None,
+        rope: tuple[jax.Array, jax.Array] | None = None,
+        **kwargs,
+    ):
+        """The block stack on embedded tokens; `mask` (True = a real token) hides padded keys in every block;
+        `kwargs` are `Encoder.__call__`'s extras (`return_hidden_states`, `num_layers`, ...)."""
+        return self.blocks(tokens, mask=key_mask(mask), rope=rope, **kwargs)
+
+    def encode(self, x: Float[Array, "B height width C"], *, mask: Bool[Array, "B T"] | None = None, **kwargs):
+        """`trunk(embed(x))` with this image's RoPE; `mask [B, T]` as `trunk`'s."""
         grid = self.check_images(x)
-        return self.blocks(self.embed(x), rope=self.rope_for(grid), **kwargs)
+        return self.trunk(self.embed(x), mask=mask, rope=self.rope_for(grid), **kwargs)
 
     def final_norm(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
         return self.norm(x) if self.norm is not None else x
 
-    def forward_features(self, x: Float[Array, "B height width C"]) -> Float[Array, "B T D"]:
-        """All tokens after the final LayerNorm (HF `last_hidden_state`)."""
-        return self.final_norm(self.encode(x))
+    def forward_features(
+        self, x: Float[Array, "B height width C"], *, mask: Bool[Array, "B T"] | None = None
+    ) -> Float[Array, "B T D"]:
+        """All tokens after the final norm (HF `last_hidden_state`); `mask` as `trunk`'s."""
+        return self.final_norm(self.encode(x, mask=mask))
 
-    def hidden_states(self, x: Float[Array, "B height width C"]) -> list[Float[Array, "B T D"]]:
+    def hidden_states(
+        self, x: Float[Array, "B height width C"], *, mask: Bool[Array, "B T"] | None = None
+    ) -> list[Float[Array, "B T D"]]:
         """The embeddings and every block's output, un-normalised (HF `output_hidden_states=True`)."""
         tokens = self.embed(x)
-        _, per_layer = self.blocks(tokens, rope=self.rope_for(self.check_images(x)), return_hidden_states=True)
+        rope = self.rope_for(self.check_images(x))
+        _, per_layer = self.trunk(tokens, mask=mask, rope=rope, return_hidden_states=True)
         return [tokens, *per_layer]
 
     def attention_maps(self, x: Float[Array, "B height width C"]) -> Float[Array, "L B N T T"]:
@@ -448,22 +493,50 @@ class VisionTower(nnx.Module):
     def patch_tokens(self, features: Float[Array, "B T D"]) -> Float[Array, "B P D"]:
         return features[:, self.config.num_prefix_tokens :]
 
-    def pool(self, features: Float[Array, "B T D"]) -> Float[Array, "B D"]:
-        """One vector per image from the final tokens, by `config.global_pool` (then `fc_norm` if set)."""
+    def pool(
+        self, features: Float[Array, "B T D"], *, mask: Bool[Array, "B T"] | None = None
+    ) -> Float[Array, "B D"] | Float[Array, "B T D"]:
+        """One vector per image from the final tokens, by `config.global_pool` (then `fc_norm` if set).
+
+        `mask [B, T]` (True = a real token) keeps padded patches out of the mean and the attention heads;
+        `global_pool="none"` returns the tokens themselves.
+        """
         c = self.config
-        if c.global_pool == "map":
-            pooled = self.attn_pool(self.patch_tokens(features))
+        patch_mask = None if mask is None else self.patch_tokens(mask)
+        if c.global_pool in ("map", "probe"):
+            pooled = self.attn_pool(self.patch_tokens(features), patch_mask)
         elif c.global_pool == "avg":
-            pooled = self.patch_tokens(features).mean(axis=1)
+            pooled = masked_mean(self.patch_tokens(features), patch_mask)
+        elif c.global_pool == "none":
+            pooled = features
         elif c.distilled:  # DeiT / timm: the mean of the class and distillation tokens
             pooled = (features[:, 0] + features[:, 1]) / 2
         else:
             pooled = features[:, 0]
         return output(self.fc_norm(pooled) if self.fc_norm is not None else pooled)
 
-    def __call__(self, x: Float[Array, "B height width C"]) -> Float[Array, "B D"]:
+    def __call__(
+        self, x: Float[Array, "B height width C"], *, mask: Bool[Array, "B T"] | None = None
+    ) -> Float[Array, "B D"]:
         """The pooled representation (the class token after the final LayerNorm, for plain ViT)."""
-        return self.pool(self.forward_features(x))
+        return self.pool(self.forward_features(x, mask=mask), mask=mask)
+
+
+def key_mask(mask: Bool[Array, "B T"] | None) -> Bool[Array, "B 1 1 T"] | None:
+    """A token mask `[B, T]` (True = real) as the blocks' attention mask: every query sees the real keys only."""
+    if mask is None:
+        return None
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be [batch, tokens] booleans (True = a real token), got shape {mask.shape}")
+    return mask.astype(bool)[:, None, None, :]
+
+
+def masked_mean(tokens: Float[Array, "B T D"], mask: Bool[Array, "B T"] | None) -> Float[Array, "B D"]:
+    """The mean over the real tokens (all of them without a mask)."""
+    if mask is None:
+        return tokens.mean(axis=1)
+    weights = mask.astype(tokens.dtype)[..., None]
+    return (tokens * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1)
 
 
 class VisionFeatures:
@@ -527,4 +600,4 @@ class VisionFeatures:
         return self.vision_tower.hidden_states(x)
 
 
-__all__ = ["VisionFeatures", "VisionTower", "VisionTowerConfig", "take_indices"]
+__all__ = ["VisionFeatures", "VisionTower", "VisionTowerConfig", "key_mask", "masked_mean", "take_indices"]
