@@ -54,3 +54,65 @@ def test_config_round_trips_transformers(tmp_path):
         Siglip2Config.from_hf_dict({**raw, "vision_config": {**raw["vision_config"], "num_patches": 200}})
     with pytest.raises(ValueError, match="no fixed image size"):
         _ = config.image_hw
+
+
+# -- the model against transformers, on real photos through transformers' own processor ----------------------------
+
+
+@pytest.fixture(scope="module")
+def siglip2(tmp_path_factory):
+    from naflex_fixtures import save_siglip2
+
+    path = tmp_path_factory.mktemp("siglip2")
+    return path, save_siglip2(path)
+
+
+def _inputs(path, max_num_patches):
+    """transformers' processor output (torch) and ours (NaFlexInputs of numpy) for the same photos."""
+    from naflex_fixtures import photos
+    from transformers import AutoImageProcessor
+
+    from jimm.data.naflex import NaFlexProcessorConfig, preprocess_naflex
+
+    images = list(photos().values())
+    hf = AutoImageProcessor.from_pretrained(path)(images=images, max_num_patches=max_num_patches, return_tensors="pt")
+    config = NaFlexProcessorConfig.from_json((path / "preprocessor_config.json").read_text())
+    ours = preprocess_naflex(images, config.replace(max_num_patches=max_num_patches))
+    np.testing.assert_allclose(ours.pixel_values, hf["pixel_values"].numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(ours.spatial_shapes, hf["spatial_shapes"].numpy())
+    return hf, ours
+
+
+@pytest.mark.parametrize("max_num_patches", [64, 256])
+def test_siglip2_matches_transformers_on_photos(siglip2, max_num_patches):
+    import torch
+
+    import jimm
+    from jimm.models.siglip2 import SigLIP2
+
+    path, hf_model = siglip2
+    hf_inputs, inputs = _inputs(path, max_num_patches)
+    model = jimm.from_pretrained(path)
+    assert isinstance(model, SigLIP2)
+    ids = model.tokenize(["a photo of a cat.", "an astronaut", "a rocket on the pad"])
+    with torch.no_grad():
+        out = hf_model(**hf_inputs, input_ids=torch.from_numpy(np.asarray(ids)).long(), output_hidden_states=True)
+    vision = out.vision_model_output
+    hidden = model.vision_model.hidden_states(inputs)
+    assert len(hidden) == len(vision.hidden_states) == 3
+    for ours, theirs in zip(hidden, vision.hidden_states, strict=True):
+        np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-5, rtol=0)
+    features = np.asarray(model.forward_features(inputs))
+    np.testing.assert_allclose(features, vision.last_hidden_state.numpy(), atol=1e-5, rtol=0)
+    pooled = np.asarray(model.encode_image(inputs))
+    np.testing.assert_allclose(pooled, vision.pooler_output.numpy(), atol=1e-5, rtol=0)
+    text = np.asarray(model.encode_text(ids))
+    np.testing.assert_allclose(text, out.text_model_output.pooler_output.numpy(), atol=1e-5, rtol=0)
+    logits = np.asarray(model(inputs, ids))
+    np.testing.assert_allclose(logits, out.logits_per_image.numpy(), atol=1e-5, rtol=0)
+    # the padding really is masked: changing padded pixels changes nothing pooled
+    noisy = inputs._replace(
+        pixel_values=np.where(inputs.pixel_attention_mask[..., None] == 1, inputs.pixel_values, 7.0)
+    )
+    assert (inputs.pixel_attention_mask == 0).any()
+    np.testing.assert_allclose(np.asarray(model.encode_image(noisy)), pooled, atol=1e-5, rtol=0)

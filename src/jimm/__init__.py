@@ -23,6 +23,7 @@ from .models.dinov3 import DINOv3Config, DINOv3Model
 from .models.factory import create_model
 from .models.registry import from_pretrained
 from .models.siglip import SigLIP, SigLIPTextModel, SigLIPVisionModel
+from .models.siglip2 import SigLIP2
 from .models.vit import VisionTransformer, ViTConfig
 from .text import Tokenizer
 
@@ -40,6 +41,7 @@ __all__ = [
     "NoSharding",
     "ShardingSpec",
     "SigLIP",
+    "SigLIP2",
     "SigLIPSharding",
     "SigLIPTextModel",
     "SigLIPVisionModel",

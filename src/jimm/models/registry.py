@@ -27,6 +27,7 @@ MODEL_TYPES: dict[str, str] = {
     "siglip": "jimm.models.siglip:SigLIP",  # SigLIP 2 fixed-resolution checkpoints are model_type "siglip" too
     "siglip_vision_model": "jimm.models.siglip:SigLIPVisionModel",
     "siglip_text_model": "jimm.models.siglip:SigLIPTextModel",
+    "siglip2": "jimm.models.siglip2:SigLIP2",  # NaFlex only: SigLIP 2's fixed-resolution repos are "siglip"
 }
 # (model_type, architecture) -> "module:Class", where an architecture picks another class than its model_type.
 ARCHITECTURES: dict[tuple[str, str], str] = {

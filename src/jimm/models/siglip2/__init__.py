@@ -1,5 +1,7 @@
-"""SigLIP 2 NaFlex: native aspect ratio, variable patch counts (`model_type: siglip2`)."""
+"""SigLIP 2 NaFlex: native aspect ratio, variable patch counts (`model_type: siglip2`), equal to transformers'
+`Siglip2Model`."""
 
 from .config import Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig
+from .model import SigLIP2
 
-__all__ = ["Siglip2Config", "Siglip2TextConfig", "Siglip2VisionConfig"]
+__all__ = ["SigLIP2", "Siglip2Config", "Siglip2TextConfig", "Siglip2VisionConfig"]
