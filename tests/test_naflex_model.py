@@ -116,3 +116,75 @@ def test_siglip2_matches_transformers_on_photos(siglip2, max_num_patches):
     )
     assert (inputs.pixel_attention_mask == 0).any()
     np.testing.assert_allclose(np.asarray(model.encode_image(noisy)), pooled, atol=1e-5, rtol=0)
+
+
+def test_save_reloads_in_transformers_and_jimm(siglip2, tmp_path):
+    import torch
+    import transformers as T
+
+    import jimm
+    from jimm.models.siglip2 import SigLIP2
+
+    path, _ = siglip2
+    model = jimm.from_pretrained(path)
+    model.save_pretrained(tmp_path / "saved")
+    hf, info = T.Siglip2Model.from_pretrained(tmp_path / "saved", output_loading_info=True)
+    assert {k: v for k, v in info.items() if v} == {}  # no missing, unexpected or mismatched keys
+    assert type(T.AutoImageProcessor.from_pretrained(tmp_path / "saved")).__name__ == "Siglip2ImageProcessorPil"
+    hf_inputs, inputs = _inputs(tmp_path / "saved", 64)
+    ids = model.tokenize(["a photo of a cat.", "a dog"])
+    with torch.no_grad():
+        expected = hf(**hf_inputs, input_ids=torch.from_numpy(np.asarray(ids)).long()).logits_per_image.numpy()
+    np.testing.assert_allclose(np.asarray(model(inputs, ids)), expected, atol=1e-5, rtol=0)
+    again = SigLIP2.from_pretrained(tmp_path / "saved")  # ours -> HF -> ours is bit-exact
+    for (name, a), (_, b) in zip(
+        jax.tree_util.tree_leaves_with_path(nnx_params(model)),
+        jax.tree_util.tree_leaves_with_path(nnx_params(again)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(name))
+
+
+def test_from_config_saves_a_processor_transformers_reads(tmp_path):
+    import transformers as T
+    from naflex_fixtures import TEXT, VISION
+
+    from jimm.models.siglip2 import SigLIP2, Siglip2Config
+
+    config = Siglip2Config.from_hf_dict(
+        {"model_type": "siglip2", "vision_config": VISION, "text_config": {**TEXT, "vocab_size": 99}}
+    )
+    SigLIP2(config=config).save_pretrained(tmp_path)
+    processor = T.AutoImageProcessor.from_pretrained(tmp_path)
+    assert (processor.patch_size, processor.max_num_patches) == (8, 256)
+    _, info = T.Siglip2Model.from_pretrained(tmp_path, output_loading_info=True)
+    assert {k: v for k, v in info.items() if v} == {}
+
+
+def test_loading_is_strict(siglip2, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from jimm.io.state import CheckpointMismatchError
+    from jimm.models.siglip2 import SigLIP2
+
+    path, _ = siglip2
+    shutil.copytree(path, tmp_path / "bad")
+    tensors = load_file(path / "model.safetensors")
+    tensors["vision_model.embeddings.patch_embedding.weight"] = tensors[
+        "vision_model.embeddings.patch_embedding.weight"
+    ][:, :-3]
+    del tensors["vision_model.head.probe"]
+    tensors["vision_model.extra"] = np.zeros(3, np.float32)
+    save_file(tensors, tmp_path / "bad" / "model.safetensors")
+    with pytest.raises(CheckpointMismatchError) as err:
+        SigLIP2.from_pretrained(tmp_path / "bad")
+    for problem in ("vision_model.head.probe", "vision_model.extra", "patch_embedding.weight"):
+        assert problem in str(err.value)
+
+
+def nnx_params(model):
+    from flax import nnx
+
+    return nnx.state(model, nnx.Param)
