@@ -1,6 +1,7 @@
 """SigLIP 2 NaFlex (`model_type: siglip2`) against transformers: position resize, config, and the model."""
 
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -188,3 +189,41 @@ def nnx_params(model):
     from flax import nnx
 
     return nnx.state(model, nnx.Param)
+
+
+def test_zero_shot_and_embed_compile_once_for_mixed_sizes(siglip2, monkeypatch, tmp_path):
+    """Photos of five aspect ratios in batches of 2 (the last padded) trace the image tower once per
+    max_num_patches; probabilities equal transformers' on the same photos."""
+    import torch
+    from naflex_fixtures import photos
+    from PIL import Image
+
+    import jimm
+    from jimm.image_text import _preprocessor, embed_images
+    from jimm.models.siglip2 import SigLIP2
+
+    path, hf_model = siglip2
+    model = jimm.from_pretrained(path)
+    traces = []
+    encode = SigLIP2.encode_image
+    monkeypatch.setattr(SigLIP2, "encode_image", lambda self, *a, **k: traces.append(1) or encode(self, *a, **k))
+    images = list(photos().values())[:5]
+    files = []
+    for i, image in enumerate(images):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(files[-1])
+    labels = ["cat", "rocket", "coffee"]
+    probs = model.zero_shot(files, labels, batch_size=2, max_num_patches=64)
+    assert probs.shape == (5, 3) and len(traces) == 1
+    hf_inputs, _ = _inputs(path, 64)
+    ids = model.tokenize([f"a photo of a {label}." for label in labels])
+    with torch.no_grad():
+        logits = hf_model(
+            **{k: v[:5] for k, v in hf_inputs.items()}, input_ids=torch.from_numpy(np.asarray(ids)).long()
+        )
+    np.testing.assert_allclose(probs, torch.sigmoid(logits.logits_per_image).numpy(), atol=1e-5, rtol=0)
+    embeds = embed_images(model, files, batch_size=2, max_num_patches=256)
+    assert embeds.shape == (5, 39) and len(traces) == 2
+    np.testing.assert_allclose(np.linalg.norm(embeds, axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="max_num_patches is for SigLIP 2 NaFlex models"):
+        _preprocessor(types.SimpleNamespace(), 64)  # a fixed-size model

@@ -97,7 +97,8 @@ class Family:
 
         `images`: file paths, PIL images or uint8 HWC arrays, preprocessed with the checkpoint's
         `preprocessor_config.json`; `labels` are formatted into `template` and tokenized with the checkpoint's
-        tokenizer. Keyword arguments (`batch_size`, `progress`) go to `jimm.image_text.zero_shot`.
+        tokenizer. Keyword arguments (`batch_size`, `progress`, SigLIP 2 NaFlex's `max_num_patches`) go to
+        `jimm.image_text.zero_shot`.
         """
         if set(self.TOWERS) != {"vision", "text"}:
             raise self._missing("text" if "text" not in self.TOWERS else "vision")
