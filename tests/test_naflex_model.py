@@ -227,3 +227,26 @@ def test_zero_shot_and_embed_compile_once_for_mixed_sizes(siglip2, monkeypatch, 
     np.testing.assert_allclose(np.linalg.norm(embeds, axis=1), 1, atol=1e-5)
     with pytest.raises(ValueError, match="max_num_patches is for SigLIP 2 NaFlex models"):
         _preprocessor(types.SimpleNamespace(), 64)  # a fixed-size model
+
+
+def test_cli_zero_shot_and_embed(siglip2, tmp_path, capsys):
+    from naflex_fixtures import photos
+    from PIL import Image
+
+    import jimm
+    from jimm.cli import main
+
+    path, _ = siglip2
+    files = []
+    for name in ("rocket_crop", "coffee"):
+        files.append(str(tmp_path / f"{name}.png"))
+        Image.fromarray(photos()[name]).save(files[-1])
+    assert main(["zero-shot", str(path), *files, "--labels", "cat,rocket", "--max-num-patches", "64", "--json",
+                 "--quiet"]) == 0  # fmt: skip
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = jimm.from_pretrained(path).zero_shot(files, ["cat", "rocket"], max_num_patches=64)
+    got = np.array([[row["probs"][label] for label in ("cat", "rocket")] for row in rows])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    out = tmp_path / "e.npy"
+    assert main(["embed", str(path), *files, "--out", str(out), "--max-num-patches", "100", "--quiet"]) == 0
+    assert np.load(out).shape == (2, 39)
