@@ -250,3 +250,33 @@ def test_cli_zero_shot_and_embed(siglip2, tmp_path, capsys):
     out = tmp_path / "e.npy"
     assert main(["embed", str(path), *files, "--out", str(out), "--max-num-patches", "100", "--quiet"]) == 0
     assert np.load(out).shape == (2, 39)
+
+
+def test_jimm_features_on_each_images_own_grid(siglip2, tmp_path):
+    from naflex_fixtures import photos
+    from PIL import Image
+
+    import jimm
+    from jimm.cli import main
+    from jimm.data.naflex import NaFlexProcessorConfig, preprocess_naflex
+
+    path, _ = siglip2
+    files = []
+    for name in ("rocket_crop", "coffee"):
+        files.append(tmp_path / f"{name}.png")
+        Image.fromarray(photos()[name]).save(files[-1])
+    assert (
+        main(["features", str(path), *map(str, files), "--out", str(tmp_path / "out"), "--max-num-patches", "64"]) == 0
+    )
+    model = jimm.from_pretrained(path)
+    config = NaFlexProcessorConfig.for_model(model, max_num_patches=64)
+    inputs = preprocess_naflex([np.asarray(Image.open(f)) for f in files], config)
+    tokens = np.asarray(model.forward_features(inputs))
+    for i, name in enumerate(("rocket_crop", "coffee")):
+        h, w = inputs.spatial_shapes[i]
+        saved = np.load(tmp_path / "out" / f"{name}_features.npy")
+        assert saved.shape == (h, w, 39)
+        np.testing.assert_allclose(saved, tokens[i, : h * w].reshape(h, w, 39), atol=1e-5)
+        with Image.open(tmp_path / "out" / f"{name}_pca.png") as pca:
+            assert pca.size == (2 * w * 8, h * 8)  # the model's view and the PCA map, side by side
+    assert tuple(inputs.spatial_shapes[0]) == (12, 5)  # the portrait stays a portrait

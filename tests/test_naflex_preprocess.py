@@ -71,12 +71,14 @@ def test_size_search_matches_transformers():
 
 
 def test_patch_order_is_row_major_ph_pw_c():
-    from jimm.data.naflex import patchify
+    from jimm.data.naflex import patchify, unpatchify
 
     image = np.arange(4 * 6 * 3, dtype=np.float32).reshape(4, 6, 3)
     patches = patchify(image, 2)
     assert patches.shape == (6, 12)
     np.testing.assert_array_equal(patches[4], image[2:4, 2:4].reshape(-1))  # grid row 1, column 1
+    padded = np.concatenate([patches, np.ones((3, 12), np.float32)])
+    np.testing.assert_array_equal(unpatchify(padded, (2, 3), 2), image)
 
 
 def test_pad_to_bucket_and_errors():

@@ -7,9 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .cli_args import positive_int
-
-NAFLEX_HELP = "SigLIP 2 NaFlex: patches per image at its own aspect ratio (default: the checkpoint's, 256)"
+from .cli_args import MAX_NUM_PATCHES_HELP, positive_int
 
 
 def _labels(text: str) -> list[str]:
@@ -81,7 +79,7 @@ def add_commands(sub) -> None:
     p.add_argument("--top-k", type=positive_int, help="labels shown per image (default 5; all with --json)")
     p.add_argument("--json", action="store_true", help='one JSON object per line: {"image": PATH, "probs": {...}}')
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--max-num-patches", type=positive_int, help=NAFLEX_HELP)
+    p.add_argument("--max-num-patches", type=positive_int, help=MAX_NUM_PATCHES_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_zero_shot)
 
@@ -91,6 +89,6 @@ def add_commands(sub) -> None:
     p.add_argument("--text", action="append", help="a prompt to embed (repeat for more)")
     p.add_argument("--out", required=True, help="output .npy file, [N, width] float32")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--max-num-patches", type=positive_int, help=NAFLEX_HELP)
+    p.add_argument("--max-num-patches", type=positive_int, help=MAX_NUM_PATCHES_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_embed)

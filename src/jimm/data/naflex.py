@@ -158,6 +158,13 @@ def patchify(image: Float[np.ndarray, "h w C"], patch_size: int) -> Float[np.nda
     return grid.transpose(0, 2, 1, 3, 4).reshape(nh * nw, patch_size * patch_size * c)
 
 
+def unpatchify(patches: Float[np.ndarray, "T P"], grid: tuple[int, int], patch_size: int) -> np.ndarray:
+    """`patchify`'s inverse: an image's `h * w` patches (padding slots dropped first) -> `[h * p, w * p, C]`."""
+    (h, w), p = grid, patch_size
+    blocks = patches[: h * w].reshape(h, w, p, p, -1)
+    return blocks.transpose(0, 2, 1, 3, 4).reshape(h * p, w * p, -1)
+
+
 def naflex_patches(image: ImageLike, config: NaFlexProcessorConfig) -> tuple[Float[np.ndarray, "T P"], tuple[int, int]]:
     """One image -> its unpadded patches and patch grid (rows, columns)."""
     pixels = _pixels(image, config.pipeline((1, 1)))
