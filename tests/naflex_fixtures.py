@@ -40,13 +40,14 @@ def processor_folder(path: Path, max_num_patches: int = 256, **fields) -> Path:
     return path
 
 
-def save_siglip2(path: Path, seed: int = 0, **vision):
-    """A tiny random `Siglip2Model` saved with its tokenizer and image processor (patch size 8); returns it."""
+def save_siglip2(path: Path, seed: int = 0, text: dict | None = None, **vision):
+    """A tiny random `Siglip2Model` saved with its tokenizer and image processor (patch size 8); returns it.
+    `text` and `vision` override the fixture's sizes."""
     import transformers as T
 
     quiet_transformers()
     torch.manual_seed(seed)
-    text = {**TEXT, **tokenizer_folder("siglip2", path)}
+    text = {**TEXT, **(text or {}), **tokenizer_folder("siglip2", path)}
     model = T.Siglip2Model(T.Siglip2Config(vision_config={**VISION, **vision}, text_config=text))
     perturb(model, seed).save_pretrained(path)
     processor_folder(path, patch_size=model.config.vision_config.patch_size)

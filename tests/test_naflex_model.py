@@ -280,3 +280,30 @@ def test_jimm_features_on_each_images_own_grid(siglip2, tmp_path):
         with Image.open(tmp_path / "out" / f"{name}_pca.png") as pca:
             assert pca.size == (2 * w * 8, h * 8)  # the model's view and the PCA map, side by side
     assert tuple(inputs.spatial_shapes[0]) == (12, 5)  # the portrait stays a portrait
+
+
+@pytest.mark.parametrize("preset", ["fsdp", "data_parallel"])
+def test_sharded_siglip2_matches_unsharded(tmp_path, preset):
+    """Under a (2, 4) mesh with the batch (and for fsdp the parameters) sharded, embeddings equal the unsharded
+    model's. fsdp splits widths and head dims 4 ways: this model is 48 wide (4 heads of 12), its text 36."""
+    from jax.sharding import AxisType
+    from naflex_fixtures import save_siglip2
+
+    from jimm import sharding as shd
+    from jimm.models.siglip2 import SigLIP2
+
+    text = {"hidden_size": 36, "intermediate_size": 20, "projection_size": 48}
+    save_siglip2(tmp_path, hidden_size=48, num_attention_heads=4, intermediate_size=24, text=text)
+    _, inputs = _inputs(tmp_path, 64)
+    inputs = type(inputs)(*(np.concatenate([a, a[:2]]) for a in inputs))  # 8 images: one per device
+    expected = np.asarray(SigLIP2.from_pretrained(tmp_path, sharding=None).encode_image(inputs))
+    spec = {
+        "fsdp": lambda: shd.fsdp_sharding(shard_batch=True),
+        "data_parallel": lambda: shd.data_parallel_sharding(data=("data", "fsdp")),
+    }[preset]
+    mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(AxisType.Explicit,) * 2)
+    with jax.set_mesh(mesh):
+        model = SigLIP2.from_pretrained(tmp_path, sharding=spec())
+        out = model.encode_image(inputs)
+        assert out.sharding.spec[0] == ("data", "fsdp")
+        np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5, rtol=0)
