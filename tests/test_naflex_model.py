@@ -307,3 +307,38 @@ def test_sharded_siglip2_matches_unsharded(tmp_path, preset):
         out = model.encode_image(inputs)
         assert out.sharding.spec[0] == ("data", "fsdp")
         np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5, rtol=0)
+
+
+def test_standalone_towers_load_save_and_match(siglip2, tmp_path):
+    """Each tower loads from the pair (the other skipped), matches transformers, and saves as transformers'
+    `Siglip2VisionModel` / `Siglip2TextModel`, which `jimm.from_pretrained` dispatches back to the tower."""
+    import torch
+    import transformers as T
+
+    import jimm
+    from jimm.models.siglip2 import SigLIP2TextModel, SigLIP2VisionModel
+
+    path, hf_model = siglip2
+    hf_inputs, inputs = _inputs(path, 64)
+    vision = SigLIP2VisionModel.from_pretrained(path)
+    with torch.no_grad():
+        expected = hf_model.vision_model(**hf_inputs).pooler_output.numpy()
+    np.testing.assert_allclose(np.asarray(vision(inputs)), expected, atol=1e-5, rtol=0)
+    vision.save_pretrained(tmp_path / "vision")
+    hf_vision, info = T.Siglip2VisionModel.from_pretrained(tmp_path / "vision", output_loading_info=True)
+    assert {k: v for k, v in info.items() if v} == {}
+    with torch.no_grad():
+        np.testing.assert_allclose(hf_vision(**hf_inputs).pooler_output.numpy(), expected, atol=1e-5, rtol=0)
+    assert isinstance(jimm.from_pretrained(tmp_path / "vision"), SigLIP2VisionModel)
+
+    text = SigLIP2TextModel.from_pretrained(path)
+    ids = text.tokenize(["a photo of a cat.", "a rocket"])
+    with torch.no_grad():
+        expected = hf_model.text_model(input_ids=torch.from_numpy(np.asarray(ids)).long()).pooler_output.numpy()
+    np.testing.assert_allclose(np.asarray(text(ids)), expected, atol=1e-5, rtol=0)
+    text.save_pretrained(tmp_path / "text")
+    _, info = T.Siglip2TextModel.from_pretrained(tmp_path / "text", output_loading_info=True)
+    assert {k: v for k, v in info.items() if v} == {}
+    assert isinstance(jimm.from_pretrained(tmp_path / "text"), SigLIP2TextModel)
+    with pytest.raises(ValueError, match="no SigLIP 2 NaFlex classifier"):
+        SigLIP2VisionModel.from_pretrained(path, num_classes=3)

@@ -23,7 +23,7 @@ from .models.dinov3 import DINOv3Config, DINOv3Model
 from .models.factory import create_model
 from .models.registry import from_pretrained
 from .models.siglip import SigLIP, SigLIPTextModel, SigLIPVisionModel
-from .models.siglip2 import SigLIP2
+from .models.siglip2 import SigLIP2, SigLIP2TextModel, SigLIP2VisionModel
 from .models.vit import VisionTransformer, ViTConfig
 from .text import Tokenizer
 
@@ -42,6 +42,8 @@ __all__ = [
     "ShardingSpec",
     "SigLIP",
     "SigLIP2",
+    "SigLIP2TextModel",
+    "SigLIP2VisionModel",
     "SigLIPSharding",
     "SigLIPTextModel",
     "SigLIPVisionModel",

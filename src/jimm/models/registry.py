@@ -28,6 +28,8 @@ MODEL_TYPES: dict[str, str] = {
     "siglip_vision_model": "jimm.models.siglip:SigLIPVisionModel",
     "siglip_text_model": "jimm.models.siglip:SigLIPTextModel",
     "siglip2": "jimm.models.siglip2:SigLIP2",  # NaFlex only: SigLIP 2's fixed-resolution repos are "siglip"
+    "siglip2_vision_model": "jimm.models.siglip2:SigLIP2VisionModel",
+    "siglip2_text_model": "jimm.models.siglip2:SigLIP2TextModel",
 }
 # (model_type, architecture) -> "module:Class", where an architecture picks another class than its model_type.
 ARCHITECTURES: dict[tuple[str, str], str] = {

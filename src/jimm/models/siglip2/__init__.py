@@ -2,6 +2,13 @@
 `Siglip2Model`."""
 
 from .config import Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig
-from .model import SigLIP2
+from .model import SigLIP2, SigLIP2TextModel, SigLIP2VisionModel
 
-__all__ = ["SigLIP2", "Siglip2Config", "Siglip2TextConfig", "Siglip2VisionConfig"]
+__all__ = [
+    "SigLIP2",
+    "SigLIP2TextModel",
+    "SigLIP2VisionModel",
+    "Siglip2Config",
+    "Siglip2TextConfig",
+    "Siglip2VisionConfig",
+]

@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, Int
 
 from ...common.naflex import NaFlexInputs, NaFlexTower
 from ...common.sharding import ShardingSpec, SigLIPSharding
-from ..image_text.model import ImageTextModel
+from ..image_text.model import ImageTextModel, TextModel, VisionModel
 from ..siglip.model import SigLIP, _SiglipFamily
 from .config import Siglip2Config
 
@@ -29,6 +29,16 @@ class _Siglip2Family(_SiglipFamily):
     VISION_TOWER = NaFlexTower
     NAFLEX = True  # images go through jimm.data.naflex, not the fixed-size processors
     LINEAR_PATCHES = True  # transformers stores the patch embedding as a Linear over flattened patches
+
+
+def _encode_image(self, inputs: NaFlexInputs, do_projection: bool = True) -> Float[Array, "I P"]:
+    """One embedding per image: the masked MAP head over its real patches. Not normalised."""
+    if not self.config.vision_config.vision_use_head:
+        raise ValueError(
+            "this SigLIP 2 vision tower has no pooling head (vision_use_head=false), so it gives no image "
+            "embedding; use forward_features for the tokens"
+        )
+    return self.vision_model(inputs)
 
 
 class SigLIP2(_Siglip2Family, ImageTextModel):
@@ -67,14 +77,7 @@ class SigLIP2(_Siglip2Family, ImageTextModel):
 
     initial_logit_scale_and_bias = SigLIP.initial_logit_scale_and_bias
 
-    def encode_image(self, inputs: NaFlexInputs, do_projection: bool = True) -> Float[Array, "I P"]:
-        """One embedding per image: the masked MAP head over its real patches. Not normalised."""
-        if not self.config.vision_config.vision_use_head:
-            raise ValueError(
-                "this SigLIP 2 vision tower has no pooling head (vision_use_head=false), so it gives no image "
-                "embedding; use forward_features for the tokens"
-            )
-        return self.vision_model(inputs)
+    encode_image = _encode_image
 
     def __call__(
         self,
@@ -86,4 +89,76 @@ class SigLIP2(_Siglip2Family, ImageTextModel):
         return self.logits(self.encode_image(inputs), self.encode_text(input_ids, attention_mask))
 
 
-__all__ = ["SigLIP2"]
+class SigLIP2VisionModel(_Siglip2Family, VisionModel):
+    """SigLIP 2 NaFlex's vision tower alone (transformers' `Siglip2VisionModel`): `model(inputs)` is
+    `encode_image(inputs)`, with the feature API on `NaFlexInputs`."""
+
+    def __init__(
+        self,
+        *,
+        config: Siglip2Config | None = None,
+        attention_fn: Callable[..., Any] | None = None,
+        use_gradient_checkpointing: bool = False,
+        do_classification: bool = False,
+        rngs: nnx.Rngs | None = None,
+        dtype: DTypeLike = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
+        sharding: ShardingSpec | type | None = SigLIPSharding,
+        remat_policy: str | None = None,
+        scan_layers: bool = True,
+    ):
+        """Build with random weights, in eval mode."""
+        if do_classification:
+            raise ValueError(
+                "jimm has no SigLIP 2 NaFlex classifier (transformers' Siglip2ForImageClassification) yet; load the "
+                "vision tower without num_classes and put a head on encode_image / forward_features"
+            )
+        super().__init__(
+            config=config if config is not None else Siglip2Config(),
+            attention_fn=attention_fn,
+            use_gradient_checkpointing=use_gradient_checkpointing,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            sharding=sharding,
+            remat_policy=remat_policy,
+            scan_layers=scan_layers,
+        )
+
+    encode_image = _encode_image
+
+    def __call__(self, inputs: NaFlexInputs, do_projection: bool = True) -> Float[Array, "I P"]:
+        return self.encode_image(inputs)
+
+
+class SigLIP2TextModel(_Siglip2Family, TextModel):
+    """SigLIP 2's text tower alone (transformers' `Siglip2TextModel`), its `head` included."""
+
+    def __init__(
+        self,
+        *,
+        config: Siglip2Config | None = None,
+        attention_fn: Callable[..., Any] | None = None,
+        use_gradient_checkpointing: bool = False,
+        rngs: nnx.Rngs | None = None,
+        dtype: DTypeLike = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
+        sharding: ShardingSpec | type | None = SigLIPSharding,
+        remat_policy: str | None = None,
+        scan_layers: bool = True,
+    ):
+        """Build with random weights, in eval mode."""
+        super().__init__(
+            config=config if config is not None else Siglip2Config(),
+            attention_fn=attention_fn,
+            use_gradient_checkpointing=use_gradient_checkpointing,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            sharding=sharding,
+            remat_policy=remat_policy,
+            scan_layers=scan_layers,
+        )
+
+
+__all__ = ["SigLIP2", "SigLIP2TextModel", "SigLIP2VisionModel"]
