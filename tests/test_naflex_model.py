@@ -342,3 +342,26 @@ def test_standalone_towers_load_save_and_match(siglip2, tmp_path):
     assert isinstance(jimm.from_pretrained(tmp_path / "text"), SigLIP2TextModel)
     with pytest.raises(ValueError, match="no SigLIP 2 NaFlex classifier"):
         SigLIP2VisionModel.from_pretrained(path, num_classes=3)
+
+
+def test_feature_api_on_naflex_inputs(siglip2):
+    import jimm
+
+    path, _ = siglip2
+    _, inputs = _inputs(path, 64)
+    model = jimm.from_pretrained(path)
+    maps = np.asarray(model.attention_maps(inputs))  # [L, B, N, M, M]
+    assert maps.shape == (2, 6, 3, 64, 64)
+    real = inputs.pixel_attention_mask.astype(bool)
+    np.testing.assert_allclose(maps.sum(-1), 1, atol=1e-5)
+    assert np.abs(maps[..., ~real[1]][:, 1]).max() == 0  # image 1's padded keys get no weight
+    hidden = model.hidden_states(inputs)
+    last, blocks = model.forward_intermediates(inputs, [0, -1], output_fmt="NLC")
+    np.testing.assert_allclose(np.asarray(blocks[0]), np.asarray(hidden[1]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(last), np.asarray(model.forward_features(inputs)), atol=1e-6)
+    with pytest.raises(ValueError, match="use output_fmt='NLC'"):
+        model.forward_intermediates(inputs, output_fmt="NHWC")
+    with pytest.raises(TypeError, match="takes NaFlexInputs"):
+        model.encode_image(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match=r"pixel_values must be \[batch, patches, 192\]"):
+        model.encode_image(inputs._replace(pixel_values=inputs.pixel_values[..., :-1]))
