@@ -345,7 +345,11 @@ def test_standalone_towers_load_save_and_match(siglip2, tmp_path):
 
 
 def test_feature_api_on_naflex_inputs(siglip2):
+    from naflex_fixtures import photos
+    from transformers import AutoImageProcessor
+
     import jimm
+    from jimm.data.naflex import NaFlexInputs
 
     path, _ = siglip2
     _, inputs = _inputs(path, 64)
@@ -359,6 +363,11 @@ def test_feature_api_on_naflex_inputs(siglip2):
     last, blocks = model.forward_intermediates(inputs, [0, -1], output_fmt="NLC")
     np.testing.assert_allclose(np.asarray(blocks[0]), np.asarray(hidden[1]), atol=1e-6)
     np.testing.assert_allclose(np.asarray(last), np.asarray(model.forward_features(inputs)), atol=1e-6)
+    hf_batch = AutoImageProcessor.from_pretrained(path)(images=list(photos().values()), max_num_patches=64,
+                                                        return_tensors="np")  # fmt: skip
+    np.testing.assert_allclose(
+        np.asarray(model.encode_image(NaFlexInputs(**hf_batch))), np.asarray(model.encode_image(inputs)), atol=1e-6
+    )
     with pytest.raises(ValueError, match="use output_fmt='NLC'"):
         model.forward_intermediates(inputs, output_fmt="NHWC")
     with pytest.raises(TypeError, match="takes NaFlexInputs"):

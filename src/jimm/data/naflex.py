@@ -208,3 +208,14 @@ def preprocess_naflex(
         mask[i, : len(patches)] = 1
     shapes = np.asarray([grid for _, grid in results], np.int64)
     return NaFlexInputs(values, mask, shapes)
+
+
+__all__ = [
+    "NaFlexInputs",
+    "NaFlexProcessorConfig",
+    "naflex_patches",
+    "patchify",
+    "preprocess_naflex",
+    "size_for_max_num_patches",
+    "unpatchify",
+]
