@@ -340,8 +340,6 @@ def test_standalone_towers_load_save_and_match(siglip2, tmp_path):
     _, info = T.Siglip2TextModel.from_pretrained(tmp_path / "text", output_loading_info=True)
     assert {k: v for k, v in info.items() if v} == {}
     assert isinstance(jimm.from_pretrained(tmp_path / "text"), SigLIP2TextModel)
-    with pytest.raises(ValueError, match="no SigLIP 2 NaFlex classifier"):
-        SigLIP2VisionModel.from_pretrained(path, num_classes=3)
 
 
 def test_feature_api_on_naflex_inputs(siglip2):
@@ -374,3 +372,34 @@ def test_feature_api_on_naflex_inputs(siglip2):
         model.encode_image(np.zeros((1, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match=r"pixel_values must be \[batch, patches, 192\]"):
         model.encode_image(inputs._replace(pixel_values=inputs.pixel_values[..., :-1]))
+
+
+def test_classifier_matches_transformers_and_round_trips(tmp_path):
+    """transformers' `Siglip2ForImageClassification` (the mean of the real patch tokens, then a linear layer)
+    loads as `SigLIP2VisionModel` with its head, gives the same logits, and saves back in its format."""
+    import torch
+    import transformers as T
+    from image_text_fixtures import perturb
+    from naflex_fixtures import TEXT, VISION, processor_folder
+
+    import jimm
+    from jimm.models.siglip2 import SigLIP2VisionModel
+
+    torch.manual_seed(0)
+    config = T.Siglip2Config(vision_config=VISION, text_config={**TEXT, "vocab_size": 99}, num_labels=5)
+    hf = perturb(T.Siglip2ForImageClassification(config))
+    hf.save_pretrained(tmp_path / "hf")
+    processor_folder(tmp_path / "hf", patch_size=8)
+    hf_inputs, inputs = _inputs(tmp_path / "hf", 64)
+    model = jimm.from_pretrained(tmp_path / "hf")
+    assert isinstance(model, SigLIP2VisionModel) and model.do_classification and model.num_classes == 5
+    with torch.no_grad():
+        expected = hf(**hf_inputs).logits.numpy()
+    np.testing.assert_allclose(np.asarray(model(inputs)), expected, atol=1e-5, rtol=0)
+    model.save_pretrained(tmp_path / "saved")
+    again, info = T.Siglip2ForImageClassification.from_pretrained(tmp_path / "saved", output_loading_info=True)
+    assert {k: v for k, v in info.items() if v} == {}
+    with torch.no_grad():
+        np.testing.assert_allclose(again(**hf_inputs).logits.numpy(), expected, atol=1e-5, rtol=0)
+    new_head = SigLIP2VisionModel.from_pretrained(tmp_path / "hf", num_classes=3)
+    assert np.asarray(new_head(inputs)).shape == (6, 3)

@@ -35,6 +35,7 @@ MODEL_TYPES: dict[str, str] = {
 ARCHITECTURES: dict[tuple[str, str], str] = {
     ("clip", "CLIPForImageClassification"): "jimm.models.clip:CLIPVisionModel",
     ("siglip", "SiglipForImageClassification"): "jimm.models.siglip:SigLIPVisionModel",
+    ("siglip2", "Siglip2ForImageClassification"): "jimm.models.siglip2:SigLIP2VisionModel",
 }
 # (predicate over tensor names, "module:Class"), tried in order for checkpoints without an HF config.json.
 LAYOUTS: list[tuple[Any, str]] = [

@@ -14,10 +14,11 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from ...common.naflex import NaFlexInputs, NaFlexTower
 from ...common.sharding import ShardingSpec, SigLIPSharding
+from ...common.vision import masked_mean
 from ..image_text.model import ImageTextModel, TextModel, VisionModel
 from ..siglip.model import SigLIP, _SiglipFamily
 from .config import Siglip2Config
@@ -90,8 +91,9 @@ class SigLIP2(_Siglip2Family, ImageTextModel):
 
 
 class SigLIP2VisionModel(_Siglip2Family, VisionModel):
-    """SigLIP 2 NaFlex's vision tower alone (transformers' `Siglip2VisionModel`): `model(inputs)` is
-    `encode_image(inputs)`, with the feature API on `NaFlexInputs`."""
+    """SigLIP 2 NaFlex's vision tower alone (transformers' `Siglip2VisionModel`), with the feature API on
+    `NaFlexInputs`, and optionally transformers' `Siglip2ForImageClassification` head: a linear layer on the mean
+    of each image's real patch tokens."""
 
     def __init__(
         self,
@@ -100,6 +102,8 @@ class SigLIP2VisionModel(_Siglip2Family, VisionModel):
         attention_fn: Callable[..., Any] | None = None,
         use_gradient_checkpointing: bool = False,
         do_classification: bool = False,
+        num_classes: int | None = None,
+        id2label: dict[int, str] | None = None,
         rngs: nnx.Rngs | None = None,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
@@ -107,14 +111,14 @@ class SigLIP2VisionModel(_Siglip2Family, VisionModel):
         remat_policy: str | None = None,
         scan_layers: bool = True,
     ):
-        """Build with random weights, in eval mode."""
-        if do_classification:
-            raise ValueError(
-                "jimm has no SigLIP 2 NaFlex classifier (transformers' Siglip2ForImageClassification) yet; load the "
-                "vision tower without num_classes and put a head on encode_image / forward_features"
-            )
+        """Build with random weights, in eval mode. `num_classes` / `id2label` set the classifier's classes
+        (`do_classification=True` adds it)."""
+        config = config if config is not None else Siglip2Config()
+        if num_classes is not None or id2label is not None:
+            config = config.replace(num_labels=len(id2label) if id2label else num_classes, id2label=id2label)
         super().__init__(
-            config=config if config is not None else Siglip2Config(),
+            config=config,
+            do_classification=do_classification,
             attention_fn=attention_fn,
             use_gradient_checkpointing=use_gradient_checkpointing,
             rngs=rngs,
@@ -127,7 +131,21 @@ class SigLIP2VisionModel(_Siglip2Family, VisionModel):
 
     encode_image = _encode_image
 
+    def forward_head(
+        self, features: Float[Array, "I M D"], pre_logits: bool = False, *, mask: Bool[Array, "I M"] | None = None
+    ) -> Float[Array, "I C"]:
+        """The classifier on the mean of the real patch tokens (`mask`, True = real; all tokens without one);
+        `pre_logits=True` returns the mean itself."""
+        pooled = masked_mean(features, mask)
+        if pre_logits or not self.do_classification:
+            return pooled
+        return self._apply(self.classifier, pooled)
+
     def __call__(self, inputs: NaFlexInputs, do_projection: bool = True) -> Float[Array, "I P"]:
+        """Class logits `[I, C]` with a classifier, else the image embedding (`encode_image`)."""
+        if self.do_classification:
+            features = self.forward_features(inputs)
+            return self.forward_head(features, mask=self.vision_model.token_mask(inputs))
         return self.encode_image(inputs)
 
 
