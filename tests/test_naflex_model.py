@@ -366,6 +366,8 @@ def test_feature_api_on_naflex_inputs(siglip2):
     np.testing.assert_allclose(
         np.asarray(model.encode_image(NaFlexInputs(**hf_batch))), np.asarray(model.encode_image(inputs)), atol=1e-6
     )
+    own = model.preprocess(list(photos().values()), max_num_patches=64)  # the checkpoint's processor
+    np.testing.assert_array_equal(own.pixel_values, inputs.pixel_values)
     with pytest.raises(ValueError, match="use output_fmt='NLC'"):
         model.forward_intermediates(inputs, output_fmt="NHWC")
     with pytest.raises(TypeError, match="takes NaFlexInputs"):

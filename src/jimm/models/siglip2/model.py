@@ -42,6 +42,16 @@ def _encode_image(self, inputs: NaFlexInputs, do_projection: bool = True) -> Flo
     return self.vision_model(inputs)
 
 
+def _preprocess(self, images, *, max_num_patches: int | None = None) -> NaFlexInputs:
+    """Images (files, PIL images or uint8 HWC arrays, any sizes) -> `NaFlexInputs` of numpy arrays, with the
+    checkpoint's processor (`jimm.data.naflex`) at its patch budget or `max_num_patches`."""
+    from ...data.naflex import NaFlexProcessorConfig, preprocess_naflex
+    from ...image_text import as_image_list
+
+    config = NaFlexProcessorConfig.for_model(self, max_num_patches=max_num_patches)
+    return preprocess_naflex(as_image_list(images), config)
+
+
 class SigLIP2(_Siglip2Family, ImageTextModel):
     """SigLIP 2 NaFlex's two towers: `encode_image(NaFlexInputs)`, `encode_text`, `model(inputs, input_ids)` ->
     `logits_per_image`, `zero_shot(images, labels, max_num_patches=...)` (a sigmoid per image-label pair)."""
@@ -79,6 +89,7 @@ class SigLIP2(_Siglip2Family, ImageTextModel):
     initial_logit_scale_and_bias = SigLIP.initial_logit_scale_and_bias
 
     encode_image = _encode_image
+    preprocess = _preprocess
 
     def __call__(
         self,
@@ -130,6 +141,7 @@ class SigLIP2VisionModel(_Siglip2Family, VisionModel):
         )
 
     encode_image = _encode_image
+    preprocess = _preprocess
 
     def forward_head(
         self, features: Float[Array, "I M D"], pre_logits: bool = False, *, mask: Bool[Array, "I M"] | None = None
