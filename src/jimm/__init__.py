@@ -25,6 +25,7 @@ from .models.dinov3 import DINOv3Config, DINOv3Model
 from .models.factory import create_model
 from .models.registry import from_pretrained
 from .models.siglip import SigLIP, SigLIPTextModel, SigLIPVisionModel
+from .models.siglip2 import SigLIP2, SigLIP2TextModel, SigLIP2VisionModel
 from .models.vit import VisionTransformer, ViTConfig
 from .text import Tokenizer
 
@@ -45,6 +46,9 @@ __all__ = [
     "NoSharding",
     "ShardingSpec",
     "SigLIP",
+    "SigLIP2",
+    "SigLIP2TextModel",
+    "SigLIP2VisionModel",
     "SigLIPSharding",
     "SigLIPTextModel",
     "SigLIPVisionModel",

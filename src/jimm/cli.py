@@ -204,7 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_features(args: argparse.Namespace) -> None:
     from .vis.features import write_features
 
-    for path in write_features(args.model, args.images, args.out):
+    for path in write_features(args.model, args.images, args.out, max_num_patches=args.max_num_patches):
         print(path)
 
 
@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder, weights file or hub id (any family with patch tokens)")
     p.add_argument("images", nargs="+", help="JPEG/PNG files")
     p.add_argument("--out", required=True, help="folder for NAME_features.npy, NAME_pca.png, NAME_attention.png")
+    p.add_argument("--max-num-patches", type=cli_args.positive_int, help=cli_args.MAX_NUM_PATCHES_HELP)
     p.set_defaults(fn=cmd_features)
 
     p = sub.add_parser("demo", help="train a small ViT on the built-in digits, then predict (offline, ~1 min)")

@@ -23,6 +23,7 @@ def nonneg_int(text: str) -> int:
     return value
 
 
+MAX_NUM_PATCHES_HELP = "SigLIP 2 NaFlex: patches per image at its own aspect ratio (default: the checkpoint's, 256)"
 MAX_IMAGE_SIZE = 4096  # beyond any ViT checkpoint; larger sizes only fail deep inside XLA
 
 

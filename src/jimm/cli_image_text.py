@@ -1,5 +1,5 @@
-"""`jimm zero-shot` and `jimm embed`: argument parsing and printing for image-text models (CLIP, SigLIP); the work
-is done by `jimm.image_text`. Added to the `jimm` command by `jimm.cli.build_parser`.
+"""`jimm zero-shot` and `jimm embed`: argument parsing and printing for image-text models (CLIP, SigLIP, SigLIP 2
+NaFlex); the work is done by `jimm.image_text`. Added to the `jimm` command by `jimm.cli.build_parser`.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .cli_args import positive_int
+from .cli_args import MAX_NUM_PATCHES_HELP, positive_int
 
 
 def _labels(text: str) -> list[str]:
@@ -23,7 +23,13 @@ def cmd_zero_shot(args: argparse.Namespace) -> None:
 
     model = from_pretrained(args.model, sharding=None)
     rows = iter_zero_shot(
-        model, args.images, args.labels, template=args.template, batch_size=args.batch_size, progress=not args.quiet
+        model,
+        args.images,
+        args.labels,
+        template=args.template,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        max_num_patches=args.max_num_patches,
     )
     k = min(args.top_k or (len(args.labels) if args.json else 5), len(args.labels))
     paths = iter(args.images)
@@ -51,7 +57,13 @@ def cmd_embed(args: argparse.Namespace) -> None:
     if args.text:
         embeddings = embed_texts(model, args.text, batch_size=args.batch_size)
     else:
-        embeddings = embed_images(model, args.images, batch_size=args.batch_size, progress=not args.quiet)
+        embeddings = embed_images(
+            model,
+            args.images,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+            max_num_patches=args.max_num_patches,
+        )
     np.save(args.out, embeddings)
     kind = "text" if args.text else "image"
     print(f"wrote {len(embeddings)} L2-normalised {kind} embeddings of width {embeddings.shape[1]} to {args.out}")
@@ -67,6 +79,7 @@ def add_commands(sub) -> None:
     p.add_argument("--top-k", type=positive_int, help="labels shown per image (default 5; all with --json)")
     p.add_argument("--json", action="store_true", help='one JSON object per line: {"image": PATH, "probs": {...}}')
     p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-num-patches", type=positive_int, help=MAX_NUM_PATCHES_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_zero_shot)
 
@@ -76,5 +89,6 @@ def add_commands(sub) -> None:
     p.add_argument("--text", action="append", help="a prompt to embed (repeat for more)")
     p.add_argument("--out", required=True, help="output .npy file, [N, width] float32")
     p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-num-patches", type=positive_int, help=MAX_NUM_PATCHES_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_embed)

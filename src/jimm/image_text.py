@@ -5,6 +5,10 @@ Images stream through in batches: each batch is read and preprocessed with the c
 `preprocessor_config.json` (`ImageProcessorConfig.for_model`), then embedded by one jitted call; the last batch
 is padded to the batch size so every batch reuses one compiled program. Texts go through the checkpoint's
 tokenizer, padded to the text tower's length, and are embedded once.
+
+SigLIP 2 NaFlex models (`jimm.SigLIP2`) take each image at its own aspect ratio within `max_num_patches`
+(`jimm.data.naflex`); every batch is padded to `max_num_patches` slots and the grids are data, so a run over
+images of any mix of sizes compiles the image tower once per `max_num_patches`.
 """
 
 from __future__ import annotations
@@ -78,13 +82,38 @@ def check_labels(labels, template: str) -> list[str]:
     return [template.format(label) for label in labels]
 
 
-def _batches(model, images: list, batch_size: int, progress: bool, desc: str) -> Iterator[tuple[np.ndarray, int]]:
-    """`(pixels [batch_size, h, w, C], real count)` per batch, the last one padded by repeating its last image."""
+def _preprocessor(model, max_num_patches: int | None):
+    """`images -> model input` for a batch: the checkpoint's fixed-size processor, or NaFlex's patch batches."""
+    from .data.naflex import NaFlexProcessorConfig, preprocess_naflex
     from .data.preprocess import ImageProcessorConfig, preprocess_images
 
+    if getattr(model, "NAFLEX", False):
+        processor = NaFlexProcessorConfig.for_model(model, max_num_patches=max_num_patches)
+        return lambda chunk: preprocess_naflex(chunk, processor)
+    if max_num_patches is not None:
+        raise ValueError(
+            f"max_num_patches is for SigLIP 2 NaFlex models; {type(model).__name__} resizes every image to its "
+            "processor's size"
+        )
+    processor = ImageProcessorConfig.for_model(model)
+    return lambda chunk: preprocess_images(chunk, processor)
+
+
+def _repeat_last(batch, extra: int):
+    """A batch (an array, or NaFlex's tuple of arrays) with its last row repeated `extra` times."""
+    if isinstance(batch, tuple):
+        return type(batch)(*(_repeat_last(a, extra) for a in batch))
+    return np.concatenate([batch, np.repeat(batch[-1:], extra, axis=0)])
+
+
+def _batches(
+    model, images: list, batch_size: int, progress: bool, desc: str, max_num_patches: int | None = None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """`(model input for batch_size images, real count)` per batch, the last one padded by repeating its last
+    image: NHWC pixels, or `NaFlexInputs` for a NaFlex model."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    processor = ImageProcessorConfig.for_model(model)
+    process = _preprocessor(model, max_num_patches)
     starts = range(0, len(images), batch_size)
     bar = None
     if progress:
@@ -94,9 +123,9 @@ def _batches(model, images: list, batch_size: int, progress: bool, desc: str) ->
     try:
         for start in starts:
             chunk = images[start : start + batch_size]
-            pixels = preprocess_images(chunk, processor)
+            pixels = process(chunk)
             if len(chunk) < batch_size and len(images) > batch_size:
-                pixels = np.concatenate([pixels, np.repeat(pixels[-1:], batch_size - len(chunk), axis=0)])
+                pixels = _repeat_last(pixels, batch_size - len(chunk))
             yield pixels, len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
@@ -106,13 +135,20 @@ def _batches(model, images: list, batch_size: int, progress: bool, desc: str) ->
 
 
 def iter_zero_shot(
-    model, images, labels: Sequence[str], *, template: str = DEFAULT_TEMPLATE, batch_size: int = 32, progress=False
+    model,
+    images,
+    labels: Sequence[str],
+    *,
+    template: str = DEFAULT_TEMPLATE,
+    batch_size: int = 32,
+    progress=False,
+    max_num_patches: int | None = None,
 ) -> Iterator[np.ndarray]:
     """`zero_shot`'s rows one batch at a time (`[batch, labels]`), as each batch is done."""
     prompts = check_labels(labels, template)
     images = as_image_list(images)
     text = _text_embeds(model, model.tokenize(prompts))
-    for pixels, n in _batches(model, images, batch_size, progress, "zero-shot"):
+    for pixels, n in _batches(model, images, batch_size, progress, "zero-shot", max_num_patches):
         yield np.asarray(_probabilities(model, pixels, text))[:n].astype(np.float32)
 
 
@@ -124,6 +160,7 @@ def zero_shot(
     template: str = DEFAULT_TEMPLATE,
     batch_size: int = 32,
     progress: bool = False,
+    max_num_patches: int | None = None,
 ) -> np.ndarray:
     """`[images, labels]` probabilities: a softmax over the labels (CLIP) or a sigmoid per pair (SigLIP).
 
@@ -134,18 +171,23 @@ def zero_shot(
         template: the prompt, with `{}` where the label goes.
         batch_size: images per jitted call.
         progress: show a progress bar over the images.
+        max_num_patches: SigLIP 2 NaFlex only: the patch budget of each image (default: the checkpoint's
+            processor's, 256 on the hub; the models were trained up to 1024).
     """
-    kwargs = dict(template=template, batch_size=batch_size, progress=progress)
+    kwargs = dict(template=template, batch_size=batch_size, progress=progress, max_num_patches=max_num_patches)
     return np.concatenate(list(iter_zero_shot(model, images, labels, **kwargs)))
 
 
-def embed_images(model, images, *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-    """L2-normalised image embeddings `[N, P]` (CLIP: projected when the model has a projection)."""
+def embed_images(
+    model, images, *, batch_size: int = 32, progress: bool = False, max_num_patches: int | None = None
+) -> np.ndarray:
+    """L2-normalised image embeddings `[N, P]` (CLIP: projected when the model has a projection; SigLIP 2
+    NaFlex: each image at its aspect ratio within `max_num_patches`)."""
     images = as_image_list(images)
     project = getattr(model, "visual_projection", None) is not None
     rows = [
         np.asarray(_normalized_image_embeds(model, pixels, project))[:n]
-        for pixels, n in _batches(model, images, batch_size, progress, "embed")
+        for pixels, n in _batches(model, images, batch_size, progress, "embed", max_num_patches)
     ]
     return np.concatenate(rows).astype(np.float32)
 

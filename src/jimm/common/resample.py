@@ -11,7 +11,11 @@ Three torch kernels are in use, and none is `jax.image.resize`'s:
 The 2-D resize is separable, so it is two small `[out, in]` weight matrices built in numpy from the static
 grid sizes, applied with one einsum: exact, jit-friendly, and differentiable in the embedding.
 
-Dimension letters: T tokens, D width; the grid is `h x w` patches.
+NaFlex resizes per image to sizes that are data (`spatial_shapes`), so `naflex_pos_embed` builds the same
+triangle weights in jnp from traced sizes: one compiled program serves every mix of aspect ratios.
+
+Dimension letters: T tokens, D width, B batch, M padded patch slots, G the square table's side; the grid is
+`h x w` patches.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 TORCH_CUBIC_A = -0.75  # torch's (and OpenCV's) bicubic coefficient; PIL and jax.image use -0.5
 
@@ -194,12 +198,43 @@ def resample_pos_embed(
     return jnp.concatenate([prefix, grid.reshape(1, new_hw[0] * new_hw[1], d)], axis=1)
 
 
+def naflex_pos_embed(
+    table: Float[Array, "G G D"], spatial_shapes: Int[Array, "B 2"], length: int
+) -> Float[Array, "B M D"]:
+    """SigLIP 2 NaFlex positions: the `[G, G, D]` table resized to each image's `(h, w)` patch grid with bilinear
+    antialiased weights (torch's `F.interpolate(mode="bilinear", align_corners=False, antialias=True)`), written
+    row-major into the first `h * w` of `length` slots; padding slots get the resized grid's first row.
+
+    Equal to transformers' `Siglip2VisionEmbeddings.resize_positional_embeddings`, in its float32 arithmetic:
+    the weights of output row `i` are `max(0, 1 - |s - ((i + 0.5) * G / h - 0.5)| / max(G / h, 1))` over the
+    table rows `s`, normalised to sum 1 (columns alike), and the resized grid is one `[M, G*G] @ [G*G, D]` matmul.
+    `spatial_shapes` may be traced; `length` is static.
+    """
+    g, d = table.shape[0], table.shape[-1]
+    f32 = jnp.float32
+    sizes = jnp.asarray(spatial_shapes).astype(f32)[:, None]  # [B, 1, 2]
+    slots = jnp.arange(length, dtype=f32)[None, :, None]  # [1, M, 1]
+    rows = jnp.floor(slots / sizes[..., 1:])
+    index = jnp.concatenate([rows, slots - rows * sizes[..., 1:]], axis=-1)  # [B, M, 2] (row, column)
+    index = index * (slots < sizes.prod(-1, keepdims=True))  # padding slots take position (0, 0)
+    scale = f32(g) / sizes
+    support = jnp.maximum(scale, 1.0)
+    center = (index + 0.5) * scale - 0.5
+    source = jnp.arange(g, dtype=f32)
+    weights = jnp.maximum(1 - jnp.abs(source - center[..., None]) / support[..., None], 0)  # [B, M, 2, G]
+    weights = weights / weights.sum(-1, keepdims=True)
+    weights = (weights[..., 0, :, None] * weights[..., 1, None, :]).reshape(*weights.shape[:2], g * g)
+    out = jnp.einsum("BMS,SD->BMD", weights, table.reshape(g * g, d).astype(f32), precision="highest")
+    return out.astype(table.dtype)
+
+
 __all__ = [
     "RESAMPLE_MODES",
     "TORCH_CUBIC_A",
     "antialiased_bicubic_matrix",
     "antialiased_bilinear_matrix",
     "bicubic_matrix",
+    "naflex_pos_embed",
     "resample_grid",
     "resample_matrix",
     "resample_pos_embed",

@@ -226,8 +226,11 @@ class PatchEmbed(nnx.Module):
         if (h, w) != (gh * ph, gw * pw):  # a VALID conv: pixels past the last whole patch are not read
             x = x[:, : gh * ph, : gw * pw]
         patches = reshape_batched(x, (b, gh, ph, gw, pw, c)).transpose(0, 1, 3, 2, 4, 5)
-        patches = reshape_batched(patches, (b, gh * gw, ph * pw * c))
-        kernel = self.kernel[...].reshape(ph * pw * c, -1).astype(self.dtype)
+        return self.project(reshape_batched(patches, (b, gh * gw, ph * pw * c)))
+
+    def project(self, patches: Float[Array, "B T P"]) -> Float[Array, "B T D"]:
+        """Patches flattened in (p_h, p_w, C) order -> tokens (NaFlex inputs arrive already cut this way)."""
+        kernel = self.kernel[...].reshape(patches.shape[-1], -1).astype(self.dtype)
         out = einsum("BTP,PD->BTD", patches.astype(self.dtype), kernel)
         return out if self.bias is None else out + like(self.bias[...], out).astype(self.dtype)
 

@@ -29,11 +29,15 @@ MODEL_TYPES: dict[str, str] = {
     "siglip": "jimm.models.siglip:SigLIP",  # SigLIP 2 fixed-resolution checkpoints are model_type "siglip" too
     "siglip_vision_model": "jimm.models.siglip:SigLIPVisionModel",
     "siglip_text_model": "jimm.models.siglip:SigLIPTextModel",
+    "siglip2": "jimm.models.siglip2:SigLIP2",  # NaFlex only: SigLIP 2's fixed-resolution repos are "siglip"
+    "siglip2_vision_model": "jimm.models.siglip2:SigLIP2VisionModel",
+    "siglip2_text_model": "jimm.models.siglip2:SigLIP2TextModel",
 }
 # (model_type, architecture) -> "module:Class", where an architecture picks another class than its model_type.
 ARCHITECTURES: dict[tuple[str, str], str] = {
     ("clip", "CLIPForImageClassification"): "jimm.models.clip:CLIPVisionModel",
     ("siglip", "SiglipForImageClassification"): "jimm.models.siglip:SigLIPVisionModel",
+    ("siglip2", "Siglip2ForImageClassification"): "jimm.models.siglip2:SigLIP2VisionModel",
 }
 # (predicate over tensor names, "module:Class"), tried in order for checkpoints without an HF config.json.
 LAYOUTS: list[tuple[Any, str]] = [

@@ -11,12 +11,17 @@
   upsampled bilinearly and laid over the image (models without a class token: the attention each patch
   receives, averaged over queries and heads).
 
-numpy and Pillow only, imported lazily by the CLI. Dimension letters: h, w patch grid; D width; N heads; T tokens.
+SigLIP 2 NaFlex models take each image at its own aspect ratio within `max_num_patches` (`jimm.data.naflex`): the
+files are on that image's own grid, the attention map is what each real patch receives from the real patches.
+
+numpy and Pillow only, imported lazily by the CLI. Dimension letters: h, w patch grid; D width; N heads; T tokens;
+M padded patch slots.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +59,18 @@ def _patches_and_attention(model, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     hidden = tower.hidden_states(x)
     block = _last_block(tower.blocks)
     weights = block.attn.weights(block.norm1(hidden[-2]), rope=tower.rope_for(tower.check_images(x)))
+    return tower.final_norm(hidden[-1]), weights
+
+
+@nnx.jit
+def _naflex_patches_and_attention(model, inputs) -> tuple[jax.Array, jax.Array]:
+    """NaFlex: `(final-normed slots [B, M, D], last block's attention over the real patches [B, N, M, M])`."""
+    from ..common.vision import key_mask
+
+    tower = model.vision_tower
+    hidden = tower.hidden_states(inputs)
+    block = _last_block(tower.blocks)
+    weights = block.attn.weights(block.norm1(hidden[-2]), mask=key_mask(tower.token_mask(inputs)))
     return tower.final_norm(hidden[-1]), weights
 
 
@@ -135,6 +152,21 @@ def extract(model, pixels: np.ndarray, processor) -> ImageFeatures:
     return ImageFeatures(model_view(pixels, processor), patches, attention)
 
 
+def extract_naflex(model, image, processor) -> ImageFeatures:
+    """Features of one image for a SigLIP 2 NaFlex model: on the image's own grid within the processor's
+    `max_num_patches` (one compiled program for every image)."""
+    from ..data.naflex import preprocess_naflex, unpatchify
+
+    inputs = preprocess_naflex([image], processor)
+    grid = tuple(int(n) for n in inputs.spatial_shapes[0])
+    n = grid[0] * grid[1]
+    tokens, weights = _naflex_patches_and_attention(model, inputs)
+    patches = np.asarray(tokens[0, :n]).reshape(*grid, -1)
+    attention = attention_map(np.asarray(weights[0, :, :n, :n]), 0, False, grid)
+    pixels = unpatchify(inputs.pixel_values[0], grid, processor.patch_size)
+    return ImageFeatures(model_view(pixels, processor), patches, attention)
+
+
 def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Output stems, made unique (`a`, `a_2`, ...) when two images share a file name."""
     seen: dict[str, int] = {}
@@ -146,11 +178,15 @@ def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
-def write_features(model, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
+def write_features(
+    model, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, max_num_patches: int | None = None
+) -> list[Path]:
     """Write the three files per image (module docstring) into `out_dir`; `model` is a jimm model or a name.
+    `max_num_patches` is SigLIP 2 NaFlex's patch budget per image (default: the checkpoint's).
 
     Returns the written paths, three per image in input order.
     """
+    from ..data.naflex import NaFlexProcessorConfig
     from ..data.preprocess import ImageProcessorConfig, preprocess
 
     if isinstance(model, str | os.PathLike):
@@ -159,12 +195,19 @@ def write_features(model, images: Sequence[str | os.PathLike], out_dir: str | os
         model = from_pretrained(model, sharding=None)
     if getattr(model, "vision_tower", None) is None:
         raise ValueError(f"{type(model).__name__} has no vision tower with patch tokens; `jimm features` needs one")
-    processor = ImageProcessorConfig.for_model(model)
+    if getattr(model, "NAFLEX", False):
+        processor = NaFlexProcessorConfig.for_model(model, max_num_patches=max_num_patches)
+        features_of = functools.partial(extract_naflex, model, processor=processor)
+    elif max_num_patches is not None:
+        raise ValueError(f"max_num_patches is for SigLIP 2 NaFlex models, not {type(model).__name__}")
+    else:
+        processor = ImageProcessorConfig.for_model(model)
+        features_of = lambda path: extract(model, preprocess(path, processor), processor)  # noqa: E731
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path, name in zip(images, _names(images), strict=True):
-        features = extract(model, preprocess(path, processor), processor)
+        features = features_of(path)
         files = (out / f"{name}_features.npy", out / f"{name}_pca.png", out / f"{name}_attention.png")
         np.save(files[0], features.patches.astype(np.float32))
         side_by_side(features.image, pca_rgb(features.patches)).save(files[1])
@@ -173,4 +216,13 @@ def write_features(model, images: Sequence[str | os.PathLike], out_dir: str | os
     return written
 
 
-__all__ = ["ImageFeatures", "attention_map", "extract", "overlay", "pca_rgb", "side_by_side", "write_features"]
+__all__ = [
+    "ImageFeatures",
+    "attention_map",
+    "extract",
+    "extract_naflex",
+    "overlay",
+    "pca_rgb",
+    "side_by_side",
+    "write_features",
+]

@@ -33,6 +33,8 @@ class Family:
     LOGIT_BIAS: ClassVar[bool]  # SigLIP's learned logit bias (its logit scale is then `(1,)`, CLIP's 0-d)
     PROBABILITY: ClassVar[str]  # "softmax" over labels (CLIP) or "sigmoid" per logit (SigLIP)
     TOWERS: ClassVar[tuple[str, ...]]  # ("vision", "text"), ("vision",) or ("text",)
+    VISION_TOWER: ClassVar[type] = VisionTower  # SigLIP 2 NaFlex: `NaFlexTower`, which takes pre-cut patches
+    LINEAR_PATCHES: ClassVar[bool] = False  # the checkpoint's patch embedding is a Linear, not a conv (NaFlex)
     do_classification: bool = False  # only vision models can have a classifier (`jimm predict` checks this)
 
     config: Any
@@ -102,7 +104,8 @@ class Family:
 
         `images`: file paths, PIL images or uint8 HWC arrays, preprocessed with the checkpoint's
         `preprocessor_config.json`; `labels` are formatted into `template` and tokenized with the checkpoint's
-        tokenizer. Keyword arguments (`batch_size`, `progress`) go to `jimm.image_text.zero_shot`.
+        tokenizer. Keyword arguments (`batch_size`, `progress`, SigLIP 2 NaFlex's `max_num_patches`) go to
+        `jimm.image_text.zero_shot`.
         """
         if set(self.TOWERS) != {"vision", "text"}:
             raise self._missing("text" if "text" not in self.TOWERS else "vision")

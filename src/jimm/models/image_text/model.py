@@ -30,7 +30,7 @@ from jaxtyping import Array, Float, Int
 from ...common.placement import gathered, like, output
 from ...common.sharding import Plan, ShardingSpec, ViTSharding
 from ...common.text import TextTower
-from ...common.vision import VisionFeatures, VisionTower
+from ...common.vision import VisionFeatures
 from .base import Family, ImageEncoder, TextEncoder
 from .names import Parts
 
@@ -80,7 +80,7 @@ class ImageTextModel(Family, ImageEncoder, TextEncoder, VisionFeatures, nnx.Modu
         common = _towers_kwargs(
             use_gradient_checkpointing, remat_policy, scan_layers, sharding, dtype, param_dtype, rngs
         )
-        self.vision_model = VisionTower(parts.vision, attention_fn=vision_attention_fn or attention_fn, **common)
+        self.vision_model = self.VISION_TOWER(parts.vision, attention_fn=vision_attention_fn or attention_fn, **common)
         self.text_model = TextTower(parts.text, attention_fn=text_attention_fn or attention_fn, **common)
         linear = dict(bias=False, sharding=sharding, param_dtype=param_dtype, rngs=rngs)
         d_v, d_t, p = parts.vision.hidden_size, parts.text.hidden_size, parts.visual_projection
@@ -107,6 +107,7 @@ class ImageTextModel(Family, ImageEncoder, TextEncoder, VisionFeatures, nnx.Modu
             text_projection=p,
             logit_scale=(1,) if cls.LOGIT_BIAS else (),
             logit_bias=cls.LOGIT_BIAS,
+            linear_patches=cls.LINEAR_PATCHES,
         )
 
     def held_parts(self) -> Parts:
@@ -183,7 +184,7 @@ class VisionModel(Family, ImageEncoder, VisionFeatures, nnx.Module):
         common = _towers_kwargs(
             use_gradient_checkpointing, remat_policy, scan_layers, sharding, dtype, param_dtype, rngs
         )
-        self.vision_model = VisionTower(parts.vision, attention_fn=attention_fn, **common)
+        self.vision_model = self.VISION_TOWER(parts.vision, attention_fn=attention_fn, **common)
         d, linear = parts.vision.hidden_size, dict(sharding=sharding, param_dtype=param_dtype, rngs=rngs)
         p = parts.visual_projection
         self.visual_projection = self._linear(d, p, bias=False, **linear) if p is not None else None
@@ -195,6 +196,7 @@ class VisionModel(Family, ImageEncoder, VisionFeatures, nnx.Module):
             vision=config.vision_config.tower(),
             visual_projection=config.vision_config.projection_dim if with_projection else None,
             num_labels=config.num_labels if do_classification else None,
+            linear_patches=cls.LINEAR_PATCHES,
         )
 
     def held_parts(self) -> Parts:

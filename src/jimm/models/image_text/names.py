@@ -40,6 +40,7 @@ class Parts:
     logit_scale: tuple[int, ...] | None = None  # CLIP's is 0-d, SigLIP's (1,)
     logit_bias: bool = False
     num_labels: int | None = None  # the classifier's classes
+    linear_patches: bool = False  # the patch embedding is a Linear over flattened patches (SigLIP 2 NaFlex)
 
 
 def _slot(name: str, param: str, index, shape, to_jimm=identity, to_hf=identity) -> Slot:
@@ -100,15 +101,27 @@ def torch_map_head_slots(hf: str, ours: str, d: int, n: int, f: int) -> list[Slo
     ]
 
 
-def vision_slots(c: VisionTowerConfig, hf: str = f"{VISION}.", ours: str = VISION) -> list[Slot]:
-    d, (ph, pw) = c.hidden_size, c.patch_size
+def _linear_patches(ph: int, pw: int, c: int, d: int):
+    """transformers' NaFlex `Linear(p*p*C -> D)` weight `[D, P]` <-> jimm's patch kernel `[p, p, C, D]` (both
+    flatten a patch in (p_h, p_w, C) order)."""
+    return (lambda w: w.T.reshape(ph, pw, c, d), lambda k: k.reshape(ph * pw * c, d).T)
+
+
+def vision_slots(
+    c: VisionTowerConfig, hf: str = f"{VISION}.", ours: str = VISION, *, linear_patches: bool = False
+) -> list[Slot]:
+    d, (ph, pw), ch = c.hidden_size, c.patch_size, c.num_channels
     e = f"{hf}embeddings."
     table = []
     if c.class_token:  # CLIP's `class_embedding` is a bare `[D]` vector
         table.append(_slot(f"{e}class_embedding", f"{ours}.cls_token", (), (d,),
                            lambda w: w.reshape(1, 1, d), lambda k: k.reshape(d)))  # fmt: skip
-    table.append(_slot(f"{e}patch_embedding.weight", f"{ours}.patch_embed.kernel", (), (d, c.num_channels, ph, pw),
-                       conv_to_jimm, conv_to_hf))  # fmt: skip
+    if linear_patches:
+        table.append(_slot(f"{e}patch_embedding.weight", f"{ours}.patch_embed.kernel", (), (d, ph * pw * ch),
+                           *_linear_patches(ph, pw, ch, d)))  # fmt: skip
+    else:
+        table.append(_slot(f"{e}patch_embedding.weight", f"{ours}.patch_embed.kernel", (), (d, ch, ph, pw),
+                           conv_to_jimm, conv_to_hf))  # fmt: skip
     if c.patch_bias:
         table.append(_slot(f"{e}patch_embedding.bias", f"{ours}.patch_embed.bias", (), (d,)))
     table.append(_slot(f"{e}position_embedding.weight", f"{ours}.pos_embed", (), (c.num_pos_embed, d),
@@ -140,7 +153,7 @@ def name_table(parts: Parts) -> list[Slot]:
     """Every HF tensor of a model made of `parts`, under classic names."""
     table = []
     if parts.vision is not None:
-        table += vision_slots(parts.vision)
+        table += vision_slots(parts.vision, linear_patches=parts.linear_patches)
     if parts.text is not None:
         table += text_slots(parts.text)
     for name, width, tower in (("visual_projection", parts.visual_projection, parts.vision),

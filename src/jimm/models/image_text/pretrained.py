@@ -199,6 +199,7 @@ def build_from_config(
 
 def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB", overwrite: bool = False) -> None:
     """Write the transformers layout of `model.hf_architecture` as one atomic save (see `jimm.io.atomic_save`)."""
+    from ...data.naflex import NaFlexProcessorConfig
     from ...data.preprocess import ImageProcessorConfig
 
     classify = getattr(model, "do_classification", False)
@@ -208,7 +209,8 @@ def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB",
     hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(tensors[0][2].name, "float32")
     other_files: dict[str, Any] = {}
     if "vision" in model.TOWERS:
-        text = model.preprocessor_json or json.dumps(ImageProcessorConfig.for_model(model).to_dict(), indent=2)
+        processor = NaFlexProcessorConfig if getattr(model, "NAFLEX", False) else ImageProcessorConfig
+        text = model.preprocessor_json or json.dumps(processor.for_model(model).to_dict(), indent=2)
         other_files[PREPROCESSOR] = text
     if "text" in model.TOWERS and model.tokenizer is not None:
         other_files |= {path.name: path for path in model.tokenizer.files}  # `Tokenizer.save`'s files, atomically
