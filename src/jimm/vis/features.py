@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import jax
@@ -123,16 +123,27 @@ def model_view(pixels: np.ndarray, processor) -> np.ndarray:
     return np.clip(x[..., :3], 0, 1)
 
 
-def extract(model, pixels: np.ndarray, processor) -> ImageFeatures:
-    """Features of one preprocessed image `[H, W, C]` (the model's processor output)."""
+def extract_batch(model, pixels: np.ndarray, processor) -> list[ImageFeatures]:
+    """Features of each preprocessed image of a batch `[B, H, W, C]` (the model's processor output)."""
     tower = model.vision_tower
-    x = jax.numpy.asarray(pixels[None])
+    x = jax.numpy.asarray(pixels)
     grid = tower.check_images(x)
     tokens, weights = _patches_and_attention(model, x)
+    tokens, weights = np.asarray(tokens), np.asarray(weights)
     c = tower.config
-    patches = np.asarray(tokens[0, c.num_prefix_tokens :]).reshape(*grid, -1)
-    attention = attention_map(np.asarray(weights[0]), c.num_prefix_tokens, c.class_token, grid)
-    return ImageFeatures(model_view(pixels, processor), patches, attention)
+    return [
+        ImageFeatures(
+            model_view(pixels[i], processor),
+            tokens[i, c.num_prefix_tokens :].reshape(*grid, -1),
+            attention_map(weights[i], c.num_prefix_tokens, c.class_token, grid),
+        )
+        for i in range(len(pixels))
+    ]
+
+
+def extract(model, pixels: np.ndarray, processor) -> ImageFeatures:
+    """Features of one preprocessed image `[H, W, C]` (the model's processor output)."""
+    return extract_batch(model, pixels[None], processor)[0]
 
 
 def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
@@ -146,6 +157,25 @@ def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
+def load_vision_model(model):
+    """`model`, or the model it names; a clear error when it has no vision tower with patch tokens."""
+    if isinstance(model, str | os.PathLike):
+        from ..models.registry import from_pretrained
+
+        model = from_pretrained(model, sharding=None)
+    if getattr(model, "vision_tower", None) is None:
+        raise ValueError(f"{type(model).__name__} has no vision tower with patch tokens; `jimm features` needs one")
+    return model
+
+
+def _write(features: ImageFeatures, out: Path, name: str) -> tuple[Path, Path, Path]:
+    files = (out / f"{name}_features.npy", out / f"{name}_pca.png", out / f"{name}_attention.png")
+    np.save(files[0], features.patches.astype(np.float32))
+    side_by_side(features.image, pca_rgb(features.patches)).save(files[1])
+    overlay(features.image, features.attention).save(files[2])
+    return files
+
+
 def write_features(model, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
     """Write the three files per image (module docstring) into `out_dir`; `model` is a jimm model or a name.
 
@@ -153,24 +183,38 @@ def write_features(model, images: Sequence[str | os.PathLike], out_dir: str | os
     """
     from ..data.preprocess import ImageProcessorConfig, preprocess
 
-    if isinstance(model, str | os.PathLike):
-        from ..models.registry import from_pretrained
-
-        model = from_pretrained(model, sharding=None)
-    if getattr(model, "vision_tower", None) is None:
-        raise ValueError(f"{type(model).__name__} has no vision tower with patch tokens; `jimm features` needs one")
+    model = load_vision_model(model)
     processor = ImageProcessorConfig.for_model(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path, name in zip(images, _names(images), strict=True):
-        features = extract(model, preprocess(path, processor), processor)
-        files = (out / f"{name}_features.npy", out / f"{name}_pca.png", out / f"{name}_attention.png")
-        np.save(files[0], features.patches.astype(np.float32))
-        side_by_side(features.image, pca_rgb(features.patches)).save(files[1])
-        overlay(features.image, features.attention).save(files[2])
-        written += files
+        written += _write(extract(model, preprocess(path, processor), processor), out, name)
     return written
 
 
-__all__ = ["ImageFeatures", "attention_map", "extract", "overlay", "pca_rgb", "side_by_side", "write_features"]
+def write_features_stream(model, stream, out_dir: str | os.PathLike) -> Iterator[Path]:
+    """`write_features` over a `jimm.data.stream.ImageStream` (batched, bad files skipped); yields each path
+    as it is written. Output names are made unique over all of the stream's files, readable or not."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = dict(zip(stream.paths, _names(stream.paths), strict=True))
+    for batch in stream:
+        for path, features in zip(
+            batch.paths, extract_batch(model, batch.pixels[: batch.n], stream.processor), strict=True
+        ):
+            yield from _write(features, out, names[path])
+
+
+__all__ = [
+    "ImageFeatures",
+    "attention_map",
+    "extract",
+    "extract_batch",
+    "load_vision_model",
+    "overlay",
+    "pca_rgb",
+    "side_by_side",
+    "write_features",
+    "write_features_stream",
+]
