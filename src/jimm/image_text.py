@@ -120,6 +120,8 @@ def zero_shot_stream(
     model, stream, labels: Sequence[str], *, template: str = DEFAULT_TEMPLATE
 ) -> Iterator[tuple[list, np.ndarray]]:
     """`(files, [n, labels] probabilities)` per batch of a `jimm.data.stream.ImageStream` (bad files skipped)."""
+    if not hasattr(model, "tokenize"):
+        raise ValueError(f"{type(model).__name__} has no text tower; zero-shot needs a CLIP or SigLIP model")
     text = _text_embeds(model, model.tokenize(check_labels(labels, template)))
     for batch in stream:
         yield batch.paths, np.asarray(_probabilities(model, batch.pixels, text))[: batch.n].astype(np.float32)

@@ -197,9 +197,9 @@ def write_features_stream(model, stream, out_dir: str | os.PathLike) -> Iterator
     """`write_features` over a `jimm.data.stream.ImageStream` (batched, bad files skipped); yields each path
     as it is written. Output names are made unique over all of the stream's files, readable or not."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     names = dict(zip(stream.paths, _names(stream.paths), strict=True))
     for batch in stream:
+        out.mkdir(parents=True, exist_ok=True)  # only once an image was read: a failed run leaves no folder
         for path, features in zip(
             batch.paths, extract_batch(model, batch.pixels[: batch.n], stream.processor), strict=True
         ):
