@@ -2,7 +2,9 @@
 
 Vectors are the model's unit embeddings (`jimm.embed`), so inner product is cosine similarity. Up to
 `EXACT_LIMIT` images the index is exact (`IndexFlatIP`: a brute-force scan); above it, HNSW (`IndexHNSWFlat`,
-M=32), whose recall@10 against exact search and query time are measured in `benchmarks/search_recall.py`
+M=32) with its search depth `efSearch` tuned on the collection's own vectors to reach recall@10 >= 0.95 against
+exact search. When no depth reaches it (vectors without the structure HNSW needs) the index stays exact and
+tries again once the collection has doubled. Recall and query times: `benchmarks/search_recall.py`
 (docs/benchmarks.md). faiss is an optional extra: `pip install 'jimm[search]'`.
 
 On disk an index is a folder: `index.json` (the model's id, class and fingerprint, its preprocessing, the kind
@@ -28,12 +30,11 @@ from ..io.tables import atomic_file
 
 FORMAT = 1
 META = "index.json"
-EXACT_LIMIT = (
-    50_000  # an exact scan of 50k x 512 floats takes ~7 ms a query; HNSW past it (benchmarks/search_recall.py)
-)
+EXACT_LIMIT = 50_000  # an exact scan of 50k x 512 floats is a few ms a query; HNSW is tried past it
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 256
+HNSW_EF_CONSTRUCTION = 100
+TARGET_RECALL = 0.95  # recall@10 against exact search that an approximate index must reach on its own vectors
+EF_SEARCH_STEPS = (32, 64, 128, 256, 512, 1024)
 
 
 def faiss_module():
@@ -121,9 +122,12 @@ class ImageIndex:
         if self._faiss is None:
             self._faiss = faiss_module().IndexFlatIP(width)
         if self.kind == "exact" and len(self.vectors) > self.exact_limit:
-            self._faiss = _hnsw(self.vectors)
-        else:
-            self._faiss.add(vectors)
+            hnsw = build_hnsw(self.vectors)
+            if tune_ef_search(hnsw, self.vectors) is not None:
+                self._faiss = hnsw
+                return
+            self.exact_limit = 2 * len(self.vectors)  # no structure HNSW can use: stay exact, retry when doubled
+        self._faiss.add(vectors)
 
     def add_images(self, model, images: Sequence[str | os.PathLike], *, batch_size: int = 32, **stream_kwargs):
         """Embed and add the image files not yet in the index (absolute paths); returns the `ImageStream` that read
@@ -239,6 +243,7 @@ class ImageIndex:
             "dim": self.dim,
             "kind": self.kind,
             "exact_limit": self.exact_limit,
+            **({"ef_search": self._faiss.hnsw.efSearch} if self.kind == "hnsw" else {}),
             "count": len(self.files),
             "data": data,
             "files": self.files,
@@ -266,7 +271,7 @@ class ImageIndex:
         if "faiss" in meta["data"]:
             raw = np.fromfile(folder / meta["data"]["faiss"], dtype=np.uint8)
             index._faiss = faiss_module().deserialize_index(raw)
-            index._faiss.hnsw.efSearch = HNSW_EF_SEARCH
+            index._faiss.hnsw.efSearch = meta["ef_search"]
         else:
             index._faiss = faiss_module().IndexFlatIP(meta["dim"])
             index._faiss.add(vectors)
@@ -286,13 +291,37 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def _hnsw(vectors: np.ndarray):
+def build_hnsw(vectors: np.ndarray, *, ef_construction: int = HNSW_EF_CONSTRUCTION):
+    """An inner-product HNSW index (M=`HNSW_M`) holding `vectors` `[N, dim]`."""
     faiss = faiss_module()
     index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    index.hnsw.efSearch = HNSW_EF_SEARCH
-    index.add(vectors)
+    index.hnsw.efConstruction = ef_construction
+    index.add(np.ascontiguousarray(vectors, np.float32))
     return index
 
 
-__all__ = ["EXACT_LIMIT", "Hit", "ImageIndex", "ModelRecord"]
+def tune_ef_search(hnsw, vectors: np.ndarray, *, target: float = TARGET_RECALL, probes: int = 200, seed: int = 0):
+    """Set `hnsw.hnsw.efSearch` to the smallest step of `EF_SEARCH_STEPS` whose recall@10 against exact search
+    reaches `target`, measured with `probes` queries drawn from the collection: midpoints of random pairs of its
+    vectors (in its distribution, yet not in the index, so no query finds itself, which would flatter the recall).
+
+    Returns `(ef_search, recall)`, or None when no step reaches it: data without the low-dimensional structure
+    HNSW relies on (uniform random vectors in hundreds of dimensions, for one) is better searched exactly.
+    """
+    rng = np.random.default_rng(seed)
+    pairs = rng.integers(0, len(vectors), size=(probes, 2))
+    queries = vectors[pairs[:, 0]] + vectors[pairs[:, 1]]
+    queries = np.ascontiguousarray(queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12))
+    exact = faiss_module().IndexFlatIP(vectors.shape[1])
+    exact.add(np.ascontiguousarray(vectors, np.float32))
+    want = exact.search(queries, 10)[1]
+    for ef in EF_SEARCH_STEPS:
+        hnsw.hnsw.efSearch = ef
+        got = hnsw.search(queries, 10)[1]
+        recall = float(np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)]))
+        if recall >= target:
+            return ef, recall
+    return None
+
+
+__all__ = ["EXACT_LIMIT", "TARGET_RECALL", "Hit", "ImageIndex", "ModelRecord", "build_hnsw", "tune_ef_search"]
