@@ -4,8 +4,8 @@ N random unit vectors of width `--dim` go into an exact index (faiss `IndexFlatI
 `jimm.search.ImageIndex` builds past its exact limit (`build_hnsw`: M=32, efConstruction=100). For fresh
 random unit queries (not from the collection), each `efSearch` step reports recall@10 against the exact top 10
 and the time per query, one query at a time (what `jimm search` does) and in one batch. The last line says what
-`tune_ef_search` picks (ImageIndex runs it on midpoints of pairs of the collection's vectors): the smallest step
-reaching recall 0.95, or none (then ImageIndex stays exact).
+`tune_ef_search` picks (ImageIndex runs it on midpoints of pairs of the collection's vectors): one step above the
+smallest reaching recall 0.95 on those, or none (then ImageIndex stays exact).
 
 Uniform random vectors are the hard case for every graph or cluster index: in hundreds of dimensions all points
 are nearly equidistant, so it is run at several widths.
@@ -71,8 +71,8 @@ def run(n: int, dim: int, n_queries: int, seed: int) -> tuple[list[str], str]:
         print(rows[-1], flush=True)
     tuned = tune_ef_search(hnsw, vectors)
     picked = (
-        f"width {dim}: tune_ef_search picks efSearch {tuned[0]} (recall {tuned[1]:.3f} on midpoints of "
-        f"pairs of the vectors); HNSW build {build_s:.0f} s"
+        f"width {dim}: tune_ef_search picks efSearch {tuned[0]} (the step below reached {tuned[1]:.3f} "
+        f"on midpoints of pairs of the vectors); HNSW build {build_s:.0f} s"
         if tuned
         else f"width {dim}: no efSearch up to {EF_SEARCH_STEPS[-1]} reaches 0.95, so ImageIndex stays exact; "
         f"HNSW build {build_s:.0f} s"

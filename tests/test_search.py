@@ -168,3 +168,21 @@ def test_a_failed_save_leaves_the_previous_index(index_dir, clip_dir, tmp_path, 
     monkeypatch.undo()
     assert len(ImageIndex.load(copy)) == len(PHOTOS)  # the old generation, intact
     assert not any(p.name.endswith(".tmp") for p in copy.iterdir())
+
+
+def test_without_a_good_enough_hnsw_the_index_stays_exact(monkeypatch):
+    from jimm.search import ModelRecord
+    from jimm.search.index import build_hnsw, tune_ef_search
+
+    rng = np.random.default_rng(0)
+    clustered = rng.standard_normal((300, 8)).astype(np.float32)
+    clustered /= np.linalg.norm(clustered, axis=1, keepdims=True)
+    ef, recall = tune_ef_search(build_hnsw(clustered), clustered)
+    assert ef == 64 and recall >= 0.95  # 8 dimensions: the first step finds them; one more is the margin
+    assert tune_ef_search(build_hnsw(clustered), clustered, target=1.01) is None
+
+    monkeypatch.setattr("jimm.search.index.tune_ef_search", lambda *args, **kwargs: None)
+    index = ImageIndex(ModelRecord("m", "CLIP", "0" * 16, {}), exact_limit=100)
+    index.add_vectors([f"{i}.png" for i in range(300)], clustered)
+    assert index.kind == "exact" and index.exact_limit == 600  # tried again once the collection doubles
+    assert [h.file for h in index.search(clustered[7], k=1)[0]] == ["7.png"]
