@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .preprocess import ImageProcessorConfig, preprocess
+from .preprocess import ImageProcessorConfig, ImageReadError, preprocess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +50,18 @@ class _Decode:
     def __call__(self, path: str) -> tuple[str, np.ndarray | str]:
         try:
             return path, preprocess(path, self.config)
-        except (ValueError, OSError) as err:  # ImageReadError is a ValueError; a file removed meanwhile, OSError
+        except Exception as err:  # Pillow raises SyntaxError, EOFError, struct.error ... on broken files
             return path, _reason(err)
 
 
 def _reason(err: Exception) -> str:
-    text = str(err.__cause__ or err)
-    return text.splitlines()[0] if text else type(err).__name__
+    """One line: Pillow's own message for an unreadable file, else the exception's type and message."""
+    if isinstance(err, ImageReadError):
+        err = err.__cause__ or err
+        text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return text.splitlines()[0] if text.strip() else type(err).__name__
 
 
 def print_warning(line: str) -> None:
