@@ -186,3 +186,47 @@ def test_without_a_good_enough_hnsw_the_index_stays_exact(monkeypatch):
     index.add_vectors([f"{i}.png" for i in range(300)], clustered)
     assert index.kind == "exact" and index.exact_limit == 600  # tried again once the collection doubles
     assert [h.file for h in index.search(clustered[7], k=1)[0]] == ["7.png"]
+
+
+@pytest.mark.parametrize("family", ["siglip", "dinov2"])
+def test_other_families_search_like_an_exact_numpy_search(family, folder, tmp_path):
+    import transformers as T
+
+    path = tmp_path / family
+    if family == "siglip":
+        save_pair("siglip", path, seed=13)
+    else:
+        config = T.Dinov2Config(hidden_size=15, num_hidden_layers=2, num_attention_heads=3, mlp_ratio=3,
+                                image_size=28, patch_size=7)  # fmt: skip
+        T.Dinov2Model(config).save_pretrained(path)
+        T.BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 28, "width": 28}).save_pretrained(path)
+    model = jimm.from_pretrained(path)
+    files = _files(folder)
+    index = ImageIndex.for_model(model, str(path))
+    index.add_images(model, files, batch_size=3)
+    from jimm.data import preprocess_images
+    from jimm.embed import image_embeddings
+
+    vectors = image_embeddings(model, preprocess_images(files, index.processor()))
+    queries = embed_texts(model, QUERIES) if family == "siglip" else vectors[[1, 6]]
+    hits = (
+        index.search_text(model, QUERIES, k=4)
+        if family == "siglip"
+        else index.search_image(model, [files[1], files[6]], k=4)
+    )
+    for query, found in zip(queries, hits, strict=True):
+        want_files, want_scores = _numpy_top_k(vectors, query, files, 4)
+        assert [h.file for h in found] == want_files
+        np.testing.assert_allclose([h.score for h in found], want_scores, atol=1e-5)
+    if family == "dinov2":  # the embedding is transformers' pooler_output (the normed class token), unit length
+        import torch
+
+        hf = T.Dinov2Model.from_pretrained(path).eval()
+        pixels = T.BitImageProcessor.from_pretrained(path)(
+            images=[Image.open(f).convert("RGB") for f in files], return_tensors="pt"
+        )["pixel_values"]
+        with torch.no_grad():
+            pooled = hf(pixel_values=pixels).pooler_output.numpy()
+        np.testing.assert_allclose(vectors, pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-5)
+        with pytest.raises(ValueError, match="no text tower"):
+            index.search_text(model, "a cat")
