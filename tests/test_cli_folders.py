@@ -187,3 +187,10 @@ def test_features_over_a_folder(folder, clip_dir, tmp_path, capsys):
     assert captured.out.split() == [str(out / f"{s}_{k}") for s in stems for k in ("features.npy", "pca.png",
                                                                                   "attention.png")]  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in captured.out.split())
+
+
+def test_stream_progress_bar_counts_every_file_with_a_rate(folder, capsys):
+    stream = ImageStream(expand_inputs([folder]), ImageProcessorConfig(size=(12, 12)), progress=True, desc="embed")
+    list(stream)
+    err = capsys.readouterr().err
+    assert "embed: 100%" in err and "6/6" in err and "img/s" in err  # bad files count as done too
