@@ -1,5 +1,6 @@
 """The `jimm` command: predict, train, eval, convert, bench and demo. Argument parsing and printing only;
-the work is done by `jimm.data`, `jimm.train` and `jimm.io`.
+the work is done by `jimm.data`, `jimm.train` and `jimm.io`. The image commands that take folders live in
+`jimm.cli_folders`, `jimm.cli_image_text` and `jimm.cli_search`.
 
 User errors (bad paths, bad numbers, incompatible checkpoints, a full disk, too little memory for the batch)
 print one `jimm: error: ...` line that names the problem and the fix, and exit with status 2; set
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import cli_args
+from . import cli_args, cli_folders
 
 TRAIN_EXTRA_MODULES = frozenset({"optax", "grain", "orbax", "PIL", "sklearn", "matplotlib", "tqdm"})
 USER_ERRORS = (ValueError, OSError, ImportError)
@@ -53,19 +54,6 @@ def _quiet_logs() -> None:
 
 
 # -- commands ---------------------------------------------------------------------------------------------------
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    from .data.preprocess import ImageProcessorConfig
-    from .models.registry import from_pretrained
-    from .train.evaluate import predict_files
-
-    model = from_pretrained(args.model, sharding=None)
-    processor = ImageProcessorConfig.for_model(model)
-    for path, top in zip(args.images, predict_files(model, args.images, processor, top_k=args.top_k), strict=True):
-        print(path)
-        for label, prob in top:
-            print(f"  {prob:7.2%}  {label}")
 
 
 def _load_splits(args: argparse.Namespace):
@@ -201,13 +189,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"try: jimm predict {result.model_dir} {result.predictions[0][0]}")
 
 
-def cmd_features(args: argparse.Namespace) -> None:
-    from .vis.features import write_features
-
-    for path in write_features(args.model, args.images, args.out, max_num_patches=args.max_num_patches):
-        print(path)
-
-
 def cmd_models(args: argparse.Namespace) -> None:
     from .models.catalog import table
 
@@ -232,11 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jimm", description="Vision Transformers in JAX: predict, train, evaluate.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("predict", help="top-k labels for image files")
-    p.add_argument("model", help="model folder or hub id")
-    p.add_argument("images", nargs="+", help="JPEG/PNG files")
-    p.add_argument("--top-k", type=cli_args.positive_int, default=5)
-    p.set_defaults(fn=cmd_predict)
+    cli_folders.add_predict(sub)
 
     p = sub.add_parser("train", help="train from scratch or fine-tune; rerun the same command to resume")
     group = p.add_mutually_exclusive_group(required=True)
@@ -292,12 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch", action="store_true", help="also time transformers (torch) side by side")
     p.set_defaults(fn=cmd_bench)
 
-    p = sub.add_parser("features", help="patch features (.npy), their PCA picture and the CLS attention per image")
-    p.add_argument("model", help="model folder, weights file or hub id (any family with patch tokens)")
-    p.add_argument("images", nargs="+", help="JPEG/PNG files")
-    p.add_argument("--out", required=True, help="folder for NAME_features.npy, NAME_pca.png, NAME_attention.png")
-    p.add_argument("--max-num-patches", type=cli_args.positive_int, help=cli_args.MAX_NUM_PATCHES_HELP)
-    p.set_defaults(fn=cmd_features)
+    cli_folders.add_features(sub)
 
     p = sub.add_parser("demo", help="train a small ViT on the built-in digits, then predict (offline, ~1 min)")
     p.add_argument("--out", default="jimm-demo", help="run folder (rerun to resume)")
@@ -315,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_export import add_command as add_export
 
     add_export(sub)
+    from .cli_search import add_commands as add_search_commands  # index, search
+
+    add_search_commands(sub)
     return parser
 
 

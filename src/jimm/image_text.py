@@ -152,6 +152,17 @@ def iter_zero_shot(
         yield np.asarray(_probabilities(model, pixels, text))[:n].astype(np.float32)
 
 
+def zero_shot_stream(
+    model, stream, labels: Sequence[str], *, template: str = DEFAULT_TEMPLATE
+) -> Iterator[tuple[list, np.ndarray]]:
+    """`(files, [n, labels] probabilities)` per batch of a `jimm.data.stream.ImageStream` (bad files skipped)."""
+    if not hasattr(model, "tokenize"):
+        raise ValueError(f"{type(model).__name__} has no text tower; zero-shot needs a CLIP or SigLIP model")
+    text = _text_embeds(model, model.tokenize(check_labels(labels, template)))
+    for batch in stream:
+        yield batch.paths, np.asarray(_probabilities(model, batch.pixels, text))[: batch.n].astype(np.float32)
+
+
 def zero_shot(
     model,
     images,
@@ -207,4 +218,4 @@ def embed_texts(model, texts: Sequence[str], *, batch_size: int = 256) -> np.nda
     return np.concatenate(rows).astype(np.float32)
 
 
-__all__ = ["DEFAULT_TEMPLATE", "embed_images", "embed_texts", "iter_zero_shot", "zero_shot"]
+__all__ = ["DEFAULT_TEMPLATE", "embed_images", "embed_texts", "iter_zero_shot", "zero_shot", "zero_shot_stream"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -68,16 +69,14 @@ def evaluate(model, split: Split, processor: ImageProcessorConfig, *, batch_size
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
 
 
-def predict_files(
-    model, paths: Sequence[str | os.PathLike], processor: ImageProcessorConfig, *, top_k: int = 5
-) -> list[list[tuple[str, float]]]:
-    """For each image file, the `top_k` `(label, probability)` pairs, most likely first."""
+def _check_classifier(model) -> None:
     if not model.do_classification:
         raise ValueError("this model has no classifier head; predict needs one")
     model.eval()
-    images = preprocess_files(paths, processor)
-    graphdef, state = nnx.split(model)
-    probs = np.asarray(predict_step(graphdef, state, images))
+
+
+def _top_k(model, probs: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
+    """Each row's `top_k` `(label, probability)` pairs, most likely first (ties in label order)."""
     if not np.isfinite(probs).all():
         raise ValueError(
             "the model's outputs are not finite (NaN or inf): its weights are damaged, or its training diverged"
@@ -89,3 +88,22 @@ def predict_files(
         order = np.argsort(-row, kind="stable")[:k]
         out.append([(labels[int(i)], float(row[i])) for i in order])
     return out
+
+
+def predict_files(
+    model, paths: Sequence[str | os.PathLike], processor: ImageProcessorConfig, *, top_k: int = 5
+) -> list[list[tuple[str, float]]]:
+    """For each image file, the `top_k` `(label, probability)` pairs, most likely first."""
+    _check_classifier(model)
+    images = preprocess_files(paths, processor)
+    graphdef, state = nnx.split(model)
+    return _top_k(model, np.asarray(predict_step(graphdef, state, images)), top_k)
+
+
+def predict_stream(model, stream, *, top_k: int = 5) -> Iterator[tuple[Path, list[tuple[str, float]]]]:
+    """`(file, top_k (label, probability) pairs)` for each image of a `jimm.data.stream.ImageStream`, in order."""
+    _check_classifier(model)
+    graphdef, state = nnx.split(model)
+    for batch in stream:
+        probs = np.asarray(predict_step(graphdef, state, batch.pixels))[: batch.n]
+        yield from zip(batch.paths, _top_k(model, probs, top_k), strict=True)

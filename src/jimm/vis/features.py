@@ -21,9 +21,8 @@ M padded patch slots.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import jax
@@ -140,16 +139,27 @@ def model_view(pixels: np.ndarray, processor) -> np.ndarray:
     return np.clip(x[..., :3], 0, 1)
 
 
-def extract(model, pixels: np.ndarray, processor) -> ImageFeatures:
-    """Features of one preprocessed image `[H, W, C]` (the model's processor output)."""
+def extract_batch(model, pixels: np.ndarray, processor) -> list[ImageFeatures]:
+    """Features of each preprocessed image of a batch `[B, H, W, C]` (the model's processor output)."""
     tower = model.vision_tower
-    x = jax.numpy.asarray(pixels[None])
+    x = jax.numpy.asarray(pixels)
     grid = tower.check_images(x)
     tokens, weights = _patches_and_attention(model, x)
+    tokens, weights = np.asarray(tokens), np.asarray(weights)
     c = tower.config
-    patches = np.asarray(tokens[0, c.num_prefix_tokens :]).reshape(*grid, -1)
-    attention = attention_map(np.asarray(weights[0]), c.num_prefix_tokens, c.class_token, grid)
-    return ImageFeatures(model_view(pixels, processor), patches, attention)
+    return [
+        ImageFeatures(
+            model_view(pixels[i], processor),
+            tokens[i, c.num_prefix_tokens :].reshape(*grid, -1),
+            attention_map(weights[i], c.num_prefix_tokens, c.class_token, grid),
+        )
+        for i in range(len(pixels))
+    ]
+
+
+def extract(model, pixels: np.ndarray, processor) -> ImageFeatures:
+    """Features of one preprocessed image `[H, W, C]` (the model's processor output)."""
+    return extract_batch(model, pixels[None], processor)[0]
 
 
 def extract_naflex(model, image, processor) -> ImageFeatures:
@@ -178,51 +188,66 @@ def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
-def write_features(
-    model, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, max_num_patches: int | None = None
-) -> list[Path]:
-    """Write the three files per image (module docstring) into `out_dir`; `model` is a jimm model or a name.
-    `max_num_patches` is SigLIP 2 NaFlex's patch budget per image (default: the checkpoint's).
-
-    Returns the written paths, three per image in input order.
-    """
-    from ..data.naflex import NaFlexProcessorConfig
-    from ..data.preprocess import ImageProcessorConfig, preprocess
-
+def load_vision_model(model):
+    """`model`, or the model it names; a clear error when it has no vision tower with patch tokens."""
     if isinstance(model, str | os.PathLike):
         from ..models.registry import from_pretrained
 
         model = from_pretrained(model, sharding=None)
     if getattr(model, "vision_tower", None) is None:
         raise ValueError(f"{type(model).__name__} has no vision tower with patch tokens; `jimm features` needs one")
-    if getattr(model, "NAFLEX", False):
-        processor = NaFlexProcessorConfig.for_model(model, max_num_patches=max_num_patches)
-        features_of = functools.partial(extract_naflex, model, processor=processor)
-    elif max_num_patches is not None:
-        raise ValueError(f"max_num_patches is for SigLIP 2 NaFlex models, not {type(model).__name__}")
-    else:
-        processor = ImageProcessorConfig.for_model(model)
-        features_of = lambda path: extract(model, preprocess(path, processor), processor)  # noqa: E731
+    return model
+
+
+def _write(features: ImageFeatures, out: Path, name: str) -> tuple[Path, Path, Path]:
+    files = (out / f"{name}_features.npy", out / f"{name}_pca.png", out / f"{name}_attention.png")
+    np.save(files[0], features.patches.astype(np.float32))
+    side_by_side(features.image, pca_rgb(features.patches)).save(files[1])
+    overlay(features.image, features.attention).save(files[2])
+    return files
+
+
+def write_features(model, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
+    """Write the three files per image (module docstring) into `out_dir`; `model` is a jimm model or a name.
+    `max_num_patches` is SigLIP 2 NaFlex's patch budget per image (default: the checkpoint's).
+
+    Returns the written paths, three per image in input order.
+    """
+    from ..data.preprocess import ImageProcessorConfig, preprocess
+
+    model = load_vision_model(model)
+    processor = ImageProcessorConfig.for_model(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path, name in zip(images, _names(images), strict=True):
-        features = features_of(path)
-        files = (out / f"{name}_features.npy", out / f"{name}_pca.png", out / f"{name}_attention.png")
-        np.save(files[0], features.patches.astype(np.float32))
-        side_by_side(features.image, pca_rgb(features.patches)).save(files[1])
-        overlay(features.image, features.attention).save(files[2])
-        written += files
+        written += _write(extract(model, preprocess(path, processor), processor), out, name)
     return written
+
+
+def write_features_stream(model, stream, out_dir: str | os.PathLike) -> Iterator[Path]:
+    """`write_features` over a `jimm.data.stream.ImageStream` (batched, bad files skipped); yields each path
+    as it is written. Output names are made unique over all of the stream's files, readable or not."""
+    out = Path(out_dir)
+    names = dict(zip(stream.paths, _names(stream.paths), strict=True))
+    for batch in stream:
+        out.mkdir(parents=True, exist_ok=True)  # only once an image was read: a failed run leaves no folder
+        for path, features in zip(
+            batch.paths, extract_batch(model, batch.pixels[: batch.n], stream.processor), strict=True
+        ):
+            yield from _write(features, out, names[path])
 
 
 __all__ = [
     "ImageFeatures",
     "attention_map",
     "extract",
+    "extract_batch",
     "extract_naflex",
+    "load_vision_model",
     "overlay",
     "pca_rgb",
     "side_by_side",
     "write_features",
+    "write_features_stream",
 ]
