@@ -4,8 +4,7 @@ arrays and plain strings: what `model.zero_shot`, `jimm zero-shot` and `jimm emb
 Images stream through in batches (`jimm.data.stream.ImageStream`, the same path as the command line's folders):
 each image is preprocessed with the checkpoint's own processor (`jimm.data.stream.processor_for`), each batch
 embedded by one jitted call; the last batch is padded to the batch size so every batch reuses one compiled
-program. Texts go through the checkpoint's
-tokenizer, padded to the text tower's length, and are embedded once.
+program. Texts go through the checkpoint's tokenizer, padded to the text tower's length, and are embedded once.
 
 SigLIP 2 NaFlex models (`jimm.SigLIP2`) take each image at its own aspect ratio within `max_num_patches`
 (`jimm.data.naflex`); every batch is padded to `max_num_patches` slots and the grids are data, so a run over

@@ -176,14 +176,13 @@ class ImageIndex:
 
     def search_image(self, model, images, k: int = 10) -> list[list[Hit]]:
         """The `k` images nearest each query image (files, PIL images or uint8 arrays), preprocessed as the index's."""
-        from ..embed import image_embeddings
+        from ..data.stream import ImageStream
+        from ..embed import embed_stream
         from ..image_text import as_image_list
 
         self.check_model(model)
-        processor = self.processor()
-        return self.search(
-            image_embeddings(model, processor.collate([processor.decode(image) for image in as_image_list(images)])), k
-        )
+        stream = ImageStream(as_image_list(images), self.processor(), num_threads=0, strict=True)
+        return self.search(np.concatenate([vectors for _, vectors in embed_stream(model, stream)]), k)
 
     # -- the model it was built with ---------------------------------------------------------------------------
 
