@@ -199,7 +199,8 @@ def test_zero_shot_and_embed_compile_once_for_mixed_sizes(siglip2, monkeypatch, 
     from PIL import Image
 
     import jimm
-    from jimm.image_text import _preprocessor, embed_images
+    from jimm.data.stream import processor_for
+    from jimm.image_text import embed_images
     from jimm.models.siglip2 import SigLIP2
 
     path, hf_model = siglip2
@@ -225,8 +226,8 @@ def test_zero_shot_and_embed_compile_once_for_mixed_sizes(siglip2, monkeypatch, 
     embeds = embed_images(model, files, batch_size=2, max_num_patches=256)
     assert embeds.shape == (5, 39) and len(traces) == 2
     np.testing.assert_allclose(np.linalg.norm(embeds, axis=1), 1, atol=1e-5)
-    with pytest.raises(ValueError, match="max_num_patches is for SigLIP 2 NaFlex models"):
-        _preprocessor(types.SimpleNamespace(), 64)  # a fixed-size model
+    with pytest.raises(ValueError, match="max_num_patches .* is for SigLIP 2 NaFlex models"):
+        processor_for(types.SimpleNamespace(), max_num_patches=64)  # a fixed-size model
 
 
 def test_cli_zero_shot_and_embed(siglip2, tmp_path, capsys):

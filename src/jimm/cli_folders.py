@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from .cli_args import positive_int
+from .cli_args import MAX_NUM_PATCHES_HELP, positive_int
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
@@ -28,15 +28,21 @@ def add_input_args(p: argparse.ArgumentParser, *, batch_size: int = 32, required
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
 
 
+def add_max_num_patches(p: argparse.ArgumentParser) -> None:
+    """`--max-num-patches`, SigLIP 2 NaFlex's patch budget per image (an error for a fixed-size model)."""
+    p.add_argument("--max-num-patches", type=positive_int, help=MAX_NUM_PATCHES_HELP)
+
+
 def open_stream(args: argparse.Namespace, model, desc: str):
-    """An `ImageStream` over the files `args.images` names, with the model's own preprocessing."""
-    from .data.preprocess import ImageProcessorConfig
-    from .data.stream import ImageStream
+    """An `ImageStream` over the files `args.images` names, with the model's own preprocessing (SigLIP 2 NaFlex:
+    at `args.max_num_patches` when the command has it and it is given)."""
+    from .data.stream import ImageStream, processor_for
     from .io.inputs import expand_inputs
 
+    processor = processor_for(model, max_num_patches=getattr(args, "max_num_patches", None))
     return ImageStream(
         expand_inputs(args.images),
-        ImageProcessorConfig.for_model(model),
+        processor,
         batch_size=args.batch_size,
         num_threads=args.workers,
         progress=not args.quiet and sys.stderr.isatty(),
@@ -101,7 +107,8 @@ def add_features(sub) -> None:
     p.add_argument("model", help="model folder, weights file or hub id (any family with patch tokens)")
     add_input_args(p, batch_size=8)
     p.add_argument("--out", required=True, help="folder for NAME_features.npy, NAME_pca.png, NAME_attention.png")
+    add_max_num_patches(p)
     p.set_defaults(fn=cmd_features)
 
 
-__all__ = ["add_features", "add_input_args", "add_predict", "open_stream", "report_skipped"]
+__all__ = ["add_features", "add_input_args", "add_max_num_patches", "add_predict", "open_stream", "report_skipped"]

@@ -1,6 +1,6 @@
-"""`jimm zero-shot` and `jimm embed`: argument parsing and printing for image-text models (CLIP, SigLIP; `embed`
-takes any family for images); the work is done by `jimm.image_text` and `jimm.embed`. Added to the `jimm`
-command by `jimm.cli.build_parser`.
+"""`jimm zero-shot` and `jimm embed`: argument parsing and printing for image-text models (CLIP, SigLIP, SigLIP 2
+NaFlex with `--max-num-patches`; `embed` takes any family for images); the work is done by `jimm.image_text` and
+`jimm.embed`. Added to the `jimm` command by `jimm.cli.build_parser`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import json
 
 from .cli_args import positive_int
-from .cli_folders import add_input_args, open_stream, report_skipped
+from .cli_folders import add_input_args, add_max_num_patches, open_stream, report_skipped
 
 
 def _labels(text: str) -> list[str]:
@@ -92,6 +92,7 @@ def add_commands(sub) -> None:
     p.add_argument("--top-k", type=positive_int, help="labels shown per image (default 5; all with --json)")
     p.add_argument("--json", action="store_true", help='one JSON object per line: {"image": PATH, "probs": {...}}')
     p.add_argument("--output", help="write a table (.csv, .jsonl, .parquet): image, then one column per label")
+    add_max_num_patches(p)
     p.set_defaults(fn=cmd_zero_shot)
 
     p = sub.add_parser("embed", help="L2-normalised image or text embeddings, with the file of each row")
@@ -105,4 +106,5 @@ def add_commands(sub) -> None:
         required=True,
         help="FILE.npy ([N, width] float32, with FILE.files.txt naming each row) or FILE.parquet (file, embedding)",
     )
+    add_max_num_patches(p)
     p.set_defaults(fn=cmd_embed)

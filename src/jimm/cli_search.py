@@ -8,7 +8,7 @@ import os
 import sys
 
 from .cli_args import positive_int
-from .cli_folders import add_input_args, report_skipped
+from .cli_folders import add_input_args, add_max_num_patches, report_skipped
 
 
 def model_id(name: str) -> str:
@@ -26,7 +26,13 @@ def cmd_index(args: argparse.Namespace) -> None:
     index = ImageIndex.load(args.out) if extending else None  # a damaged index fails before the model loads
     model = from_pretrained(args.model, sharding=None)
     if index is None:
-        index = ImageIndex.for_model(model, model_id(args.model))
+        index = ImageIndex.for_model(model, model_id(args.model), max_num_patches=args.max_num_patches)
+    elif args.max_num_patches is not None and index.record.preprocessing.get("max_num_patches") != args.max_num_patches:
+        recorded = index.record.preprocessing.get("max_num_patches")
+        raise ValueError(
+            f"{args.out} was indexed with max_num_patches={recorded}; leave --max-num-patches out to extend it "
+            "with the same preprocessing"
+        )
     before = len(index)
     stream = index.add_images(
         model,
@@ -71,6 +77,7 @@ def add_commands(sub) -> None:
     p.add_argument("model", help="model folder or hub id (any family; CLIP / SigLIP for text queries)")
     add_input_args(p)
     p.add_argument("--out", required=True, help="index folder: created, or extended when it holds an index")
+    add_max_num_patches(p)
     p.set_defaults(fn=cmd_index)
 
     p = sub.add_parser("search", help="the images of an index nearest to a text or an image")

@@ -42,11 +42,11 @@ def _image_embeds(model, images):
     return _unit(model.forward_head(model.forward_features(images), pre_logits=True))
 
 
-def image_embeddings(model, pixels: np.ndarray) -> np.ndarray:
-    """`[B, P]` unit embeddings of a preprocessed batch `[B, H, W, C]`."""
+def image_embeddings(model, pixels) -> np.ndarray:
+    """`[B, P]` unit embeddings of a preprocessed batch: `[B, H, W, C]` pixels, or `NaFlexInputs` (SigLIP 2)."""
     if not has_image_encoder(model):
         raise ValueError(f"{type(model).__name__} has no vision tower, so it cannot embed images; load an image model")
-    return np.asarray(_image_embeds(model, jnp.asarray(pixels)))
+    return np.asarray(_image_embeds(model, jax.tree.map(jnp.asarray, pixels)))
 
 
 def embed_stream(model, stream) -> Iterator[tuple[list[Path], np.ndarray]]:

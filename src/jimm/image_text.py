@@ -1,10 +1,10 @@
 """Zero-shot classification and embeddings with a CLIP or SigLIP model, over image files, PIL images or uint8 HWC
 arrays and plain strings: what `model.zero_shot`, `jimm zero-shot` and `jimm embed` run.
 
-Images stream through in batches: each batch is read and preprocessed with the checkpoint's own
-`preprocessor_config.json` (`ImageProcessorConfig.for_model`), then embedded by one jitted call; the last batch
-is padded to the batch size so every batch reuses one compiled program. Texts go through the checkpoint's
-tokenizer, padded to the text tower's length, and are embedded once.
+Images stream through in batches (`jimm.data.stream.ImageStream`, the same path as the command line's folders):
+each image is preprocessed with the checkpoint's own processor (`jimm.data.stream.processor_for`), each batch
+embedded by one jitted call; the last batch is padded to the batch size so every batch reuses one compiled
+program. Texts go through the checkpoint's tokenizer, padded to the text tower's length, and are embedded once.
 
 SigLIP 2 NaFlex models (`jimm.SigLIP2`) take each image at its own aspect ratio within `max_num_patches`
 (`jimm.data.naflex`); every batch is padded to `max_num_patches` slots and the grids are data, so a run over
@@ -33,11 +33,6 @@ def _text_embeds(model, input_ids):
 @nnx.jit
 def _probabilities(model, images, text_embeds):
     return model.probabilities(model.logits(model.encode_image(images), text_embeds))
-
-
-@nnx.jit(static_argnames="do_projection")
-def _normalized_image_embeds(model, images, do_projection: bool):
-    return _normalize(model.encode_image(images, do_projection))
 
 
 @nnx.jit(static_argnames="do_projection")
@@ -82,74 +77,20 @@ def check_labels(labels, template: str) -> list[str]:
     return [template.format(label) for label in labels]
 
 
-def _preprocessor(model, max_num_patches: int | None):
-    """`images -> model input` for a batch: the checkpoint's fixed-size processor, or NaFlex's patch batches."""
-    from .data.naflex import NaFlexProcessorConfig, preprocess_naflex
-    from .data.preprocess import ImageProcessorConfig, preprocess_images
+def _stream(model, images, batch_size: int, progress: bool, desc: str, max_num_patches: int | None):
+    """An `ImageStream` over in-memory images or files, decoded in this thread, a bad file raising its error."""
+    from .data.stream import ImageStream, processor_for
 
-    if getattr(model, "NAFLEX", False):
-        processor = NaFlexProcessorConfig.for_model(model, max_num_patches=max_num_patches)
-        return lambda chunk: preprocess_naflex(chunk, processor)
-    if max_num_patches is not None:
-        raise ValueError(
-            f"max_num_patches is for SigLIP 2 NaFlex models; {type(model).__name__} resizes every image to its "
-            "processor's size"
-        )
-    processor = ImageProcessorConfig.for_model(model)
-    return lambda chunk: preprocess_images(chunk, processor)
-
-
-def _repeat_last(batch, extra: int):
-    """A batch (an array, or NaFlex's tuple of arrays) with its last row repeated `extra` times."""
-    if isinstance(batch, tuple):
-        return type(batch)(*(_repeat_last(a, extra) for a in batch))
-    return np.concatenate([batch, np.repeat(batch[-1:], extra, axis=0)])
-
-
-def _batches(
-    model, images: list, batch_size: int, progress: bool, desc: str, max_num_patches: int | None = None
-) -> Iterator[tuple[np.ndarray, int]]:
-    """`(model input for batch_size images, real count)` per batch, the last one padded by repeating its last
-    image: NHWC pixels, or `NaFlexInputs` for a NaFlex model."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    process = _preprocessor(model, max_num_patches)
-    starts = range(0, len(images), batch_size)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(images), unit="img", desc=desc, dynamic_ncols=True)
-    try:
-        for start in starts:
-            chunk = images[start : start + batch_size]
-            pixels = process(chunk)
-            if len(chunk) < batch_size and len(images) > batch_size:
-                pixels = _repeat_last(pixels, batch_size - len(chunk))
-            yield pixels, len(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def iter_zero_shot(
-    model,
-    images,
-    labels: Sequence[str],
-    *,
-    template: str = DEFAULT_TEMPLATE,
-    batch_size: int = 32,
-    progress=False,
-    max_num_patches: int | None = None,
-) -> Iterator[np.ndarray]:
-    """`zero_shot`'s rows one batch at a time (`[batch, labels]`), as each batch is done."""
-    prompts = check_labels(labels, template)
-    images = as_image_list(images)
-    text = _text_embeds(model, model.tokenize(prompts))
-    for pixels, n in _batches(model, images, batch_size, progress, "zero-shot", max_num_patches):
-        yield np.asarray(_probabilities(model, pixels, text))[:n].astype(np.float32)
+    processor = processor_for(model, max_num_patches=max_num_patches)
+    return ImageStream(
+        as_image_list(images),
+        processor,
+        batch_size=batch_size,
+        num_threads=0,
+        progress=progress,
+        desc=desc,
+        strict=True,
+    )
 
 
 def zero_shot_stream(
@@ -185,8 +126,9 @@ def zero_shot(
         max_num_patches: SigLIP 2 NaFlex only: the patch budget of each image (default: the checkpoint's
             processor's, 256 on the hub; the models were trained up to 1024).
     """
-    kwargs = dict(template=template, batch_size=batch_size, progress=progress, max_num_patches=max_num_patches)
-    return np.concatenate(list(iter_zero_shot(model, images, labels, **kwargs)))
+    check_labels(labels, template)
+    stream = _stream(model, images, batch_size, progress, "zero-shot", max_num_patches)
+    return np.concatenate([probs for _, probs in zero_shot_stream(model, stream, labels, template=template)])
 
 
 def embed_images(
@@ -194,13 +136,10 @@ def embed_images(
 ) -> np.ndarray:
     """L2-normalised image embeddings `[N, P]` (CLIP: projected when the model has a projection; SigLIP 2
     NaFlex: each image at its aspect ratio within `max_num_patches`)."""
-    images = as_image_list(images)
-    project = getattr(model, "visual_projection", None) is not None
-    rows = [
-        np.asarray(_normalized_image_embeds(model, pixels, project))[:n]
-        for pixels, n in _batches(model, images, batch_size, progress, "embed", max_num_patches)
-    ]
-    return np.concatenate(rows).astype(np.float32)
+    from .embed import embed_stream
+
+    stream = _stream(model, images, batch_size, progress, "embed", max_num_patches)
+    return np.concatenate([vectors for _, vectors in embed_stream(model, stream)]).astype(np.float32)
 
 
 def embed_texts(model, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
@@ -218,4 +157,4 @@ def embed_texts(model, texts: Sequence[str], *, batch_size: int = 256) -> np.nda
     return np.concatenate(rows).astype(np.float32)
 
 
-__all__ = ["DEFAULT_TEMPLATE", "embed_images", "embed_texts", "iter_zero_shot", "zero_shot", "zero_shot_stream"]
+__all__ = ["DEFAULT_TEMPLATE", "embed_images", "embed_texts", "zero_shot", "zero_shot_stream"]

@@ -136,6 +136,24 @@ class NaFlexProcessorConfig:
     def replace(self, **changes: Any) -> NaFlexProcessorConfig:
         return dataclasses.replace(self, **changes)
 
+    def decode(self, image: ImageLike) -> tuple[Float[np.ndarray, "T P"], tuple[int, int]]:
+        """One image -> its unpadded patches and grid: what `jimm.data.stream.ImageStream` runs per file."""
+        return naflex_patches(image, self)
+
+    def collate(self, rows: Sequence[tuple[np.ndarray, tuple[int, int]]], *, pad_to: int | None = None) -> NaFlexInputs:
+        """`decode`'s rows -> one `NaFlexInputs` batch padded to `pad_to` slots (default `max_num_patches`, so
+        every batch has one shape)."""
+        length = self.max_num_patches if pad_to is None else pad_to
+        longest = max(len(patches) for patches, _ in rows)
+        if length < longest:
+            raise ValueError(f"pad_to={length} is shorter than the longest image's {longest} patches")
+        values = np.zeros((len(rows), length, rows[0][0].shape[1]), np.float32)
+        mask = np.zeros((len(rows), length), np.int32)
+        for i, (patches, _) in enumerate(rows):
+            values[i, : len(patches)] = patches
+            mask[i, : len(patches)] = 1
+        return NaFlexInputs(values, mask, np.asarray([grid for _, grid in rows], np.int64))
+
     @classmethod
     def from_json(cls, text: str, *, source: str = "preprocessor_config.json") -> NaFlexProcessorConfig:
         try:
@@ -195,19 +213,7 @@ def preprocess_naflex(
         raise ValueError("preprocess_naflex takes a list of images")
     if not images:
         raise ValueError("preprocess_naflex got no images")
-    results = [naflex_patches(image, config) for image in images]
-    length = config.max_num_patches if pad_to is None else pad_to
-    longest = max(len(patches) for patches, _ in results)
-    if length < longest:
-        raise ValueError(f"pad_to={length} is shorter than the longest image's {longest} patches")
-    width = results[0][0].shape[1]
-    values = np.zeros((len(results), length, width), np.float32)
-    mask = np.zeros((len(results), length), np.int32)
-    for i, (patches, _) in enumerate(results):
-        values[i, : len(patches)] = patches
-        mask[i, : len(patches)] = 1
-    shapes = np.asarray([grid for _, grid in results], np.int64)
-    return NaFlexInputs(values, mask, shapes)
+    return config.collate([config.decode(image) for image in images], pad_to=pad_to)
 
 
 __all__ = [

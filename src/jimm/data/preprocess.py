@@ -248,6 +248,20 @@ class ImageProcessorConfig:
             return cls.defaults(name, size=(h, w), **family)
         return cls.defaults(name, size=max(h, w) if kind.shortest_edge else (h, w), crop_size=(h, w), **family)
 
+    def decode(self, image: ImageLike) -> Float[np.ndarray, "h w C"]:
+        """One image -> its model input row: what `jimm.data.stream.ImageStream` runs per file."""
+        return preprocess(image, self)
+
+    def collate(self, rows: Sequence[np.ndarray]) -> Float[np.ndarray, "B h w C"]:
+        """`decode`'s rows -> one NHWC batch; a clear error when the processor keeps aspect ratios apart."""
+        shapes = sorted({r.shape for r in rows})
+        if len(shapes) > 1:
+            raise ValueError(
+                f"images came out at different sizes {shapes}: the model's processor keeps each aspect ratio; "
+                "give it a center crop (crop_size) or a (height, width) size to batch them"
+            )
+        return np.stack(rows)
+
     def to_dict(self) -> dict[str, Any]:
         """A `preprocessor_config.json` that transformers loads into the same class and settings."""
         size = (

@@ -64,15 +64,15 @@ class ModelRecord:
     preprocessing: dict[str, Any]
 
     @classmethod
-    def of(cls, model, model_id: str) -> ModelRecord:
-        from ..data.preprocess import ImageProcessorConfig
+    def of(cls, model, model_id: str, *, max_num_patches: int | None = None) -> ModelRecord:
+        from ..data.stream import processor_for
         from ..embed import model_fingerprint
 
         return cls(
             str(model_id),
             type(model).__name__,
             model_fingerprint(model),
-            ImageProcessorConfig.for_model(model).to_dict(),
+            processor_for(model, max_num_patches=max_num_patches).to_dict(),
         )
 
 
@@ -94,13 +94,14 @@ class ImageIndex:
     # -- building ----------------------------------------------------------------------------------------------
 
     @classmethod
-    def for_model(cls, model, model_id: str, **kwargs) -> ImageIndex:
-        """An empty index for `model`'s image embeddings; `model_id` is what `load_model` reloads it from."""
+    def for_model(cls, model, model_id: str, *, max_num_patches: int | None = None, **kwargs) -> ImageIndex:
+        """An empty index for `model`'s image embeddings; `model_id` is what `load_model` reloads it from;
+        `max_num_patches` is SigLIP 2 NaFlex's patch budget per image (default: the checkpoint's)."""
         from ..embed import has_image_encoder
 
         if not has_image_encoder(model):
             raise ValueError(f"{type(model).__name__} has no vision tower; an image index needs an image model")
-        return cls(ModelRecord.of(model, model_id), **kwargs)
+        return cls(ModelRecord.of(model, model_id, max_num_patches=max_num_patches), **kwargs)
 
     @property
     def kind(self) -> str:
@@ -175,19 +176,24 @@ class ImageIndex:
 
     def search_image(self, model, images, k: int = 10) -> list[list[Hit]]:
         """The `k` images nearest each query image (files, PIL images or uint8 arrays), preprocessed as the index's."""
-        from ..data.preprocess import preprocess_images
-        from ..embed import image_embeddings
+        from ..data.stream import ImageStream
+        from ..embed import embed_stream
         from ..image_text import as_image_list
 
         self.check_model(model)
-        return self.search(image_embeddings(model, preprocess_images(as_image_list(images), self.processor())), k)
+        stream = ImageStream(as_image_list(images), self.processor(), num_threads=0, strict=True)
+        return self.search(np.concatenate([vectors for _, vectors in embed_stream(model, stream)]), k)
 
     # -- the model it was built with ---------------------------------------------------------------------------
 
     def processor(self):
-        """The preprocessing the index's images went through (its model's `preprocessor_config.json`)."""
+        """The preprocessing the index's images went through (its model's `preprocessor_config.json`; SigLIP 2
+        NaFlex's with the index's `max_num_patches`)."""
+        from ..data.naflex import PROCESSOR_TYPES, NaFlexProcessorConfig
         from ..data.preprocess import ImageProcessorConfig
 
+        if self.record.preprocessing.get("image_processor_type") in PROCESSOR_TYPES:
+            return NaFlexProcessorConfig.from_dict(self.record.preprocessing)
         return ImageProcessorConfig.from_dict(self.record.preprocessing)
 
     def check_model(self, model) -> None:

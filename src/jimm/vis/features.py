@@ -1,8 +1,8 @@
 """Dense features people can look at: per image, the patch features, their PCA picture and the CLS attention.
 
-`jimm features MODEL IMAGE... --out DIR` runs `write_features`: the model comes from `jimm.from_pretrained`
+`jimm features MODEL IMAGE... --out DIR` runs `write_features_stream`: the model comes from `jimm.from_pretrained`
 (any family with patch tokens), each image goes through the model's own processor
-(`ImageProcessorConfig.for_model`), and three files are written per image:
+(`jimm.data.stream.processor_for`), and three files are written per image:
 - `NAME_features.npy`: the patch tokens after the final norm, `[h, w, D]` float32 (`forward_features`
   without the class / register tokens, on the patch grid);
 - `NAME_pca.png`: the model input next to the first three principal components of the patch tokens shown as
@@ -139,8 +139,13 @@ def model_view(pixels: np.ndarray, processor) -> np.ndarray:
     return np.clip(x[..., :3], 0, 1)
 
 
-def extract_batch(model, pixels: np.ndarray, processor) -> list[ImageFeatures]:
-    """Features of each preprocessed image of a batch `[B, H, W, C]` (the model's processor output)."""
+def extract_batch(model, pixels, processor) -> list[ImageFeatures]:
+    """Features of each preprocessed image of a batch: `[B, H, W, C]` pixels, or SigLIP 2's `NaFlexInputs` (each
+    image on its own grid; the attention map is what each real patch receives from the real patches)."""
+    from ..common.naflex import NaFlexInputs
+
+    if isinstance(pixels, NaFlexInputs):
+        return _extract_naflex_batch(model, pixels, processor)
     tower = model.vision_tower
     x = jax.numpy.asarray(pixels)
     grid = tower.check_images(x)
@@ -157,6 +162,26 @@ def extract_batch(model, pixels: np.ndarray, processor) -> list[ImageFeatures]:
     ]
 
 
+def _extract_naflex_batch(model, inputs, processor) -> list[ImageFeatures]:
+    from ..data.naflex import unpatchify
+
+    tokens, weights = _naflex_patches_and_attention(model, inputs)
+    tokens, weights = np.asarray(tokens), np.asarray(weights)
+    out = []
+    for i, shape in enumerate(np.asarray(inputs.spatial_shapes)):
+        grid = (int(shape[0]), int(shape[1]))
+        n = grid[0] * grid[1]
+        pixels = unpatchify(np.asarray(inputs.pixel_values[i]), grid, processor.patch_size)
+        out.append(
+            ImageFeatures(
+                model_view(pixels, processor),
+                tokens[i, :n].reshape(*grid, -1),
+                attention_map(weights[i, :, :n, :n], 0, False, grid),
+            )
+        )
+    return out
+
+
 def extract(model, pixels: np.ndarray, processor) -> ImageFeatures:
     """Features of one preprocessed image `[H, W, C]` (the model's processor output)."""
     return extract_batch(model, pixels[None], processor)[0]
@@ -165,16 +190,7 @@ def extract(model, pixels: np.ndarray, processor) -> ImageFeatures:
 def extract_naflex(model, image, processor) -> ImageFeatures:
     """Features of one image for a SigLIP 2 NaFlex model: on the image's own grid within the processor's
     `max_num_patches` (one compiled program for every image)."""
-    from ..data.naflex import preprocess_naflex, unpatchify
-
-    inputs = preprocess_naflex([image], processor)
-    grid = tuple(int(n) for n in inputs.spatial_shapes[0])
-    n = grid[0] * grid[1]
-    tokens, weights = _naflex_patches_and_attention(model, inputs)
-    patches = np.asarray(tokens[0, :n]).reshape(*grid, -1)
-    attention = attention_map(np.asarray(weights[0, :, :n, :n]), 0, False, grid)
-    pixels = unpatchify(inputs.pixel_values[0], grid, processor.patch_size)
-    return ImageFeatures(model_view(pixels, processor), patches, attention)
+    return extract_batch(model, processor.collate([processor.decode(image)]), processor)[0]
 
 
 def _names(paths: Sequence[str | os.PathLike]) -> list[str]:
@@ -207,22 +223,20 @@ def _write(features: ImageFeatures, out: Path, name: str) -> tuple[Path, Path, P
     return files
 
 
-def write_features(model, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
+def write_features(
+    model, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, max_num_patches: int | None = None
+) -> list[Path]:
     """Write the three files per image (module docstring) into `out_dir`; `model` is a jimm model or a name.
     `max_num_patches` is SigLIP 2 NaFlex's patch budget per image (default: the checkpoint's).
 
     Returns the written paths, three per image in input order.
     """
-    from ..data.preprocess import ImageProcessorConfig, preprocess
+    from ..data.stream import ImageStream, processor_for
 
     model = load_vision_model(model)
-    processor = ImageProcessorConfig.for_model(model)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, name in zip(images, _names(images), strict=True):
-        written += _write(extract(model, preprocess(path, processor), processor), out, name)
-    return written
+    processor = processor_for(model, max_num_patches=max_num_patches)
+    stream = ImageStream(images, processor, batch_size=1, num_threads=0, strict=True)
+    return list(write_features_stream(model, stream, out_dir))
 
 
 def write_features_stream(model, stream, out_dir: str | os.PathLike) -> Iterator[Path]:
@@ -232,9 +246,7 @@ def write_features_stream(model, stream, out_dir: str | os.PathLike) -> Iterator
     names = dict(zip(stream.paths, _names(stream.paths), strict=True))
     for batch in stream:
         out.mkdir(parents=True, exist_ok=True)  # only once an image was read: a failed run leaves no folder
-        for path, features in zip(
-            batch.paths, extract_batch(model, batch.pixels[: batch.n], stream.processor), strict=True
-        ):
+        for path, features in zip(batch.paths, extract_batch(model, batch.pixels, stream.processor), strict=False):
             yield from _write(features, out, names[path])
 
 
