@@ -22,6 +22,8 @@ from ...common.sharding import Plan, ShardingSpec, ViTSharding, resolve_sharding
 from ...common.text import TextTower
 from ...common.transformer import default_kernel_init, einsum
 from ...common.vision import VisionTower
+from ...io.state import Slot
+from .names import Parts, name_table
 
 
 class Family:
@@ -80,6 +82,12 @@ class Family:
         from ...export import export_model
 
         return export_model(self, out, format=format, **kwargs)
+
+    @classmethod
+    def hf_name_table(cls, config, parts: Parts) -> list[Slot]:
+        """Every HF tensor of a model of this family holding `parts` (loading and saving): CLIP's and SigLIP's
+        follow from the parts; a family whose towers transformers names otherwise (AIMv2) supplies its own."""
+        return name_table(parts)
 
     # -- text helpers ------------------------------------------------------------------------------------------
 
