@@ -154,8 +154,9 @@ class AIMv2TextConfig:
     """The LiT pair's text tower (`Aimv2TextConfig`), with HF names and defaults: the vision blocks (RMSNorm,
     SwiGLU, no biases) over token and position embeddings, causal, pooled at the first `eos_token_id`.
 
-    transformers builds the causal mask only when an `attention_mask` is passed (without one its text tower runs
-    bidirectionally); Apple's reference is always causal, and so is jimm: it equals transformers given a mask.
+    transformers builds the causal mask only when an `attention_mask` is passed (without one, or under SDPA with an
+    all-ones one, its text tower runs bidirectionally); Apple's reference is always causal, and so is jimm: it equals
+    transformers given a mask that pads, or any mask with eager attention.
     """
 
     vocab_size: int = 49408

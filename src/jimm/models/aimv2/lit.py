@@ -5,8 +5,9 @@ head and the causal AIMv2 text tower (RMSNorm, SwiGLU, pooled at the first `eos_
 bias, CLIP's softmax over the labels. What it changes: the name table (AIMv2's tower names, `hf_name_table`) and
 the logit scale, clamped to `[0, ln max_logit_scale]` before `exp` (`log_logit_scale`).
 
-transformers builds the text tower's causal mask only when it is given an `attention_mask`; Apple's reference,
-and jimm, are always causal: equal to transformers given a mask.
+transformers builds the text tower's causal mask only when it is given an `attention_mask`, and under SDPA (its
+default) only when that mask pads something: an all-ones mask is dropped and the tower runs bidirectionally. Apple's
+reference, and jimm, are always causal: equal to transformers given a padding mask, or any mask with eager attention.
 
 Dimension letters: I images, J texts, T tokens, P embedding width.
 """
