@@ -376,8 +376,8 @@ AIMV2_LIT_SOURCE = (
 
 def _aimv2_lit(params: int) -> CatalogEntry:
     vision = dict(model_type="aimv2_vision_model", **AIMV2_SIZES["large"], num_hidden_layers=24, patch_size=14)
-    text = dict(model_type="aimv2_text_model", vocab_size=49408, hidden_size=768, intermediate_size=2048,
-                num_hidden_layers=12, num_attention_heads=6, max_position_embeddings=77, eos_token_id=49407)  # fmt: skip
+    text = dict(model_type="aimv2_text_model", vocab_size=49408, hidden_size=768, intermediate_size=2048)
+    text |= dict(num_hidden_layers=12, num_attention_heads=6, max_position_embeddings=77, eos_token_id=49407)
     return CatalogEntry(
         name="aimv2-large-patch14-224-lit",
         hub_id="apple/aimv2-large-patch14-224-lit",
