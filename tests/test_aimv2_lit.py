@@ -129,6 +129,13 @@ def test_strict_loading(lit, tmp_path):
     assert "text_model.rms_norm.weight" in str(err.value) and "extra" in str(err.value)
 
 
+def test_a_lone_vision_tower_names_its_class(lit, tmp_path):
+    hf, _ = lit
+    hf.vision_model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds no text tower .* it loads as jimm.AIMv2Model"):
+        jimm.AIMv2.from_pretrained(tmp_path)
+
+
 def test_save_reloads_in_transformers(lit, tmp_path):
     hf, path = lit
     model = jimm.AIMv2.from_pretrained(path)

@@ -41,6 +41,7 @@ class AIMv2(ImageTextModel):
     PROJECTS = True
     LOGIT_BIAS = False
     PROBABILITY = "softmax"
+    STANDALONE = {"vision": "jimm.AIMv2Model"}  # transformers' Aimv2VisionModel; no lone text class
 
     def __init__(
         self,

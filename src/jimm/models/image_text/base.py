@@ -37,6 +37,8 @@ class Family:
     TOWERS: ClassVar[tuple[str, ...]]  # ("vision", "text"), ("vision",) or ("text",)
     VISION_TOWER: ClassVar[type] = VisionTower  # SigLIP 2 NaFlex: `NaFlexTower`, which takes pre-cut patches
     LINEAR_PATCHES: ClassVar[bool] = False  # the checkpoint's patch embedding is a Linear, not a conv (NaFlex)
+    # The jimm classes of a lone tower's checkpoint, where they are not `{FAMILY}VisionModel` / `{FAMILY}TextModel`
+    STANDALONE: ClassVar[dict[str, str] | None] = None
     do_classification: bool = False  # only vision models can have a classifier (`jimm predict` checks this)
 
     config: Any

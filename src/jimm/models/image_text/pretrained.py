@@ -36,6 +36,8 @@ PROJECTION = {"vision": "visual_projection.", "text": "text_projection."}
 
 
 def _family_class(cls, tower: str) -> str:
+    if cls.STANDALONE is not None:
+        return cls.STANDALONE.get(tower, f"no jimm class (jimm has no lone {tower} tower of {cls.CONFIG.FAMILY})")
     base = cls.CONFIG.FAMILY  # "jimm.CLIP"
     return f"{base}VisionModel" if tower == "vision" else f"{base}TextModel"
 
