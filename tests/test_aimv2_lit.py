@@ -129,6 +129,17 @@ def test_strict_loading(lit, tmp_path):
     assert "text_model.rms_norm.weight" in str(err.value) and "extra" in str(err.value)
 
 
+@pytest.mark.parametrize("tower", ["vision_config", "text_config"])
+def test_corrupt_depth_refused(lit, tmp_path, tower):
+    _, path = lit
+    config = json.loads((path / "config.json").read_text())
+    config[tower]["num_hidden_layers"] = 10**9
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointMismatchError, match="layers but the checkpoint holds 2"):
+        jimm.AIMv2.from_pretrained(tmp_path)
+
+
 def test_a_lone_vision_tower_names_its_class(lit, tmp_path):
     hf, _ = lit
     hf.vision_model.save_pretrained(tmp_path)
