@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import jax.numpy as jnp
@@ -41,7 +42,7 @@ class AIMv2(ImageTextModel):
     PROJECTS = True
     LOGIT_BIAS = False
     PROBABILITY = "softmax"
-    STANDALONE = {"vision": "jimm.AIMv2Model"}  # transformers' Aimv2VisionModel; no lone text class
+    STANDALONE = MappingProxyType({"vision": "jimm.AIMv2Model"})  # transformers' Aimv2VisionModel; no lone text class
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ Dimension letters: B batch, T tokens, D width, P embedding width.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ class Family:
     VISION_TOWER: ClassVar[type] = VisionTower  # SigLIP 2 NaFlex: `NaFlexTower`, which takes pre-cut patches
     LINEAR_PATCHES: ClassVar[bool] = False  # the checkpoint's patch embedding is a Linear, not a conv (NaFlex)
     # The jimm classes of a lone tower's checkpoint, where they are not `{FAMILY}VisionModel` / `{FAMILY}TextModel`
-    STANDALONE: ClassVar[dict[str, str] | None] = None
+    STANDALONE: ClassVar[Mapping[str, str] | None] = None
     do_classification: bool = False  # only vision models can have a classifier (`jimm predict` checks this)
 
     config: Any
