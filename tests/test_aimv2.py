@@ -109,13 +109,14 @@ def test_dispatch_through_from_pretrained(saved):
 
 
 def test_lit_pair_vision_tower(tmp_path):
-    """An `aimv2` LiT checkpoint: its vision tower loads strictly, the text tower and projections are skipped."""
+    """An `aimv2` LiT checkpoint into `jimm.AIMv2Model`: its vision tower loads strictly, the text tower and
+    projections are skipped (`jimm.from_pretrained` builds the pair, `jimm.AIMv2`: tests/test_aimv2_lit.py)."""
     torch.manual_seed(0)
     text = dict(vocab_size=99, hidden_size=12, intermediate_size=11, num_hidden_layers=1, num_attention_heads=3)
     config = T.Aimv2Config(vision_config={**TINY, "use_head": True}, text_config=text, projection_dim=8)
     pair = T.Aimv2Model(config).eval()
     pair.save_pretrained(tmp_path)
-    model = jimm.from_pretrained(tmp_path)
+    model = jimm.AIMv2Model.from_pretrained(tmp_path)
     assert isinstance(model, jimm.AIMv2Model)
     assert_parity(model, pair.vision_model, images(size=15), True)
 

@@ -147,7 +147,7 @@ def reference_outputs(hf, entry) -> dict[str, np.ndarray]:
         return lambda module, args, out: seen.__setitem__(name, getattr(out, field) if field else out)
 
     if "text_config" in entry.config:  # the forward normalises image/text embeds: catch them before
-        if entry.family == "clip":
+        if entry.family in ("clip", "aimv2"):
             towers = [(hf.visual_projection, "image_embeds", None), (hf.text_projection, "text_embeds", None)]
         else:
             towers = [
@@ -161,7 +161,13 @@ def reference_outputs(hf, entry) -> dict[str, np.ndarray]:
     hooks = [module.register_forward_hook(keep(name, field)) for module, name, field in towers]
     with torch.no_grad():
         if "text_config" in entry.config:
-            out = hf(pixel_values=x, input_ids=torch.from_numpy(text_ids(entry)).long())
+            ids = torch.from_numpy(text_ids(entry)).long()
+            mask = {}
+            if entry.family == "aimv2":  # jimm's text tower is always causal; transformers' only given a mask, and
+                # under SDPA only when the mask pads something (an all-ones one is dropped): eager with a mask is causal
+                hf.set_attn_implementation("eager")
+                mask = {"attention_mask": torch.ones_like(ids)}
+            out = hf(pixel_values=x, input_ids=ids, **mask)
             seen |= {
                 "last_hidden_state": out.vision_model_output.last_hidden_state,
                 "logits_per_image": out.logits_per_image,

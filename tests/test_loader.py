@@ -179,7 +179,7 @@ def no_name_tables(monkeypatch):
         "vit.pretrained",
         "dinov2.pretrained",
         "dinov3.pretrained",
-        "image_text.pretrained",
+        "image_text.base",  # the image-text families build theirs through Family.hf_name_table
         "aimv2.pretrained",
     ):
         monkeypatch.setattr(f"jimm.models.{module}.name_table", built)

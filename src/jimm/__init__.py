@@ -17,7 +17,7 @@ from .common.sharding import (
     ViTSharding,
 )
 from .common.tokamax_attention import make_tokamax_attention, tokamax_attention
-from .models.aimv2 import AIMv2Config, AIMv2Model
+from .models.aimv2 import AIMv2, AIMv2Config, AIMv2Model
 from .models.catalog import list_models
 from .models.clip import CLIP, CLIPTextModel, CLIPVisionModel
 from .models.dinov2 import DINOv2Config, DINOv2Model
@@ -31,6 +31,7 @@ from .text import Tokenizer
 
 __all__ = [
     "CLIP",
+    "AIMv2",
     "AIMv2Config",
     "AIMv2Model",
     "AIMv2Sharding",

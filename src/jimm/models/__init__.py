@@ -12,6 +12,7 @@ _CLASSES = {
     "DINOv2Sharding": "dinov2",
     "DINOv3Model": "dinov3",
     "DINOv3Sharding": "dinov3",
+    "AIMv2": "aimv2",
     "AIMv2Model": "aimv2",
     "AIMv2Sharding": "aimv2",
     "CLIP": "clip",

@@ -365,6 +365,44 @@ def _aimv2(size: str, image: int, *, tag: str = "", native: bool = False, params
     )
 
 
+AIMV2_LIT_SOURCE = (
+    "Apple's ml-aim aim/v2/torch/models.py and aim/v2/jax/models.py, aimv2_large_lit (projection_dim 768; vision "
+    "1024 wide, SwiGLU 2816, 24 blocks, 8 heads, patch 14 at 224; text 768 wide, SwiGLU 2048, 12 blocks, 6 heads, "
+    "vocab 49408, eos 49407, context 77); transformers' convert_aimv2_original_pytorch_to_hf.py (use_head True for "
+    "the LiT checkpoint only); transformers' Aimv2Config defaults (logit_scale_init_value 2.6592, max_logit_scale "
+    "100), documented with this checkpoint"
+)
+
+
+def _aimv2_lit(params: int) -> CatalogEntry:
+    vision = dict(model_type="aimv2_vision_model", **AIMV2_SIZES["large"], num_hidden_layers=24, patch_size=14)
+    text = dict(model_type="aimv2_text_model", vocab_size=49408, hidden_size=768, intermediate_size=2048)
+    text |= dict(num_hidden_layers=12, num_attention_heads=6, max_position_embeddings=77, eos_token_id=49407)
+    return CatalogEntry(
+        name="aimv2-large-patch14-224-lit",
+        hub_id="apple/aimv2-large-patch14-224-lit",
+        family="aimv2",
+        config=dict(
+            model_type="aimv2",
+            architectures=["Aimv2Model"],
+            projection_dim=768,
+            logit_scale_init_value=2.6592,
+            max_logit_scale=100.0,
+            vision_config=dict(vision, image_size=224, use_head=True, is_native=False),
+            text_config=text,
+        ),
+        preprocessing=_shortest("CLIPImageProcessor", 224, 224, "bicubic", OPENAI),
+        tokenizer=CLIP_TOKENIZER,
+        params=params,
+        source=AIMV2_LIT_SOURCE,
+        unverified=(
+            "config.json not quoted: widths from Apple's ml-aim aimv2_large_lit, the rest transformers' defaults",
+            "preprocessing size and crop (the checkpoint's own size assumed)",
+            "tokenizer files not quoted: CLIP's BPE, padding and pad token assumed (Apple's vocab, EOS and context)",
+        ),
+    )
+
+
 NOT_MULTIPLE = "image size not a multiple of the patch: transformers' patch convolution drops the last pixels"
 
 ENTRIES: tuple[CatalogEntry, ...] = (
@@ -543,7 +581,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         text_size="so400m",
         params=1_871_885_426,
     ),
-    # AIMv2 vision (the LiT pair's vision tower loads too; the pair itself is not in the catalog yet)
+    # AIMv2 vision (jimm.AIMv2Model; a LiT pair's vision tower loads into it too)
     _aimv2("large", 224, params=309_197_824),
     _aimv2("large", 336, params=309_525_504),
     _aimv2("large", 448, params=309_984_256),
@@ -559,4 +597,6 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     _aimv2("large", 224, tag="-distilled", params=309_197_824),
     _aimv2("large", 336, tag="-distilled", params=309_525_504),
     _aimv2("large", 224, native=True, params=308_935_680),
+    # AIMv2 LiT: the image-text pair (jimm.AIMv2)
+    _aimv2_lit(params=436_680_193),
 )

@@ -22,7 +22,7 @@ MODEL_TYPES: dict[str, str] = {
     "dinov2_with_registers": "jimm.models.dinov2:DINOv2Model",
     "dinov3_vit": "jimm.models.dinov3:DINOv3Model",
     "aimv2_vision_model": "jimm.models.aimv2:AIMv2Model",
-    "aimv2": "jimm.models.aimv2:AIMv2Model",  # the LiT pair: its vision tower (the pair itself is not built yet)
+    "aimv2": "jimm.models.aimv2:AIMv2",  # the LiT pair (jimm.AIMv2Model.from_pretrained takes its vision tower)
     "clip": "jimm.models.clip:CLIP",
     "clip_vision_model": "jimm.models.clip:CLIPVisionModel",
     "clip_text_model": "jimm.models.clip:CLIPTextModel",

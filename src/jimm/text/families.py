@@ -90,7 +90,14 @@ _BY_TOKENIZER_CLASS = {
     "GemmaTokenizerFast": SIGLIP2,
     "Siglip2Tokenizer": SIGLIP2,
 }
-_BY_MODEL_TYPE = {"clip": CLIP, "clip_text_model": CLIP, "siglip2": SIGLIP2, "siglip2_text_model": SIGLIP2}
+_BY_MODEL_TYPE = {
+    "clip": CLIP,
+    "clip_text_model": CLIP,
+    "aimv2": CLIP,  # the AIMv2 LiT pair ships a CLIP BPE tokenizer
+    "aimv2_text_model": CLIP,
+    "siglip2": SIGLIP2,
+    "siglip2_text_model": SIGLIP2,
+}
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Field names and class defaults are transformers' (AIMv2-L/14 at 224 px: width 1024, 24 layers, 8 heads of 128,
 SwiGLU 2816, RMSNorm eps 1e-5, no attention or MLP bias, the attention-pooling head on). Reading is strict: an
 unknown field set to anything but its harmless default is an error naming it. A LiT pair's config
-(`model_type: aimv2`) is read through its `vision_config`.
+(`model_type: aimv2`) is `AIMv2LiTConfig` (the image-text family's pair config over the two tower configs here);
+`AIMv2Model` reads its `vision_config`.
 
 What changes the maths, and how it maps onto the shared tower: RMSNorm everywhere (`norm="rmsnorm"`), an RMSNorm
 on the patch tokens before positions (`patch_norm`), no class token, a learned position table for the patches
@@ -15,12 +16,13 @@ or, with `is_native`, 2-D sin-cos positions for any grid (`position="sincos"`), 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 from ...common.text import TextTowerConfig
 from ...common.transformer import ACTIVATIONS
 from ...common.vision import VisionTowerConfig
 from ..hf_config import check_fields, check_values, pair
+from ..image_text.config import PairConfig
 
 MODEL_TYPE = "aimv2_vision_model"
 PAIR_MODEL_TYPE = "aimv2"  # the LiT image-text pair; its vision tower loads into AIMv2Model
@@ -46,6 +48,7 @@ class AIMv2Config:
     is_native: bool = False
 
     model_type = MODEL_TYPE
+    MODEL_TYPE: ClassVar[str] = MODEL_TYPE  # the image-text family's name for it (`AIMv2LiTConfig.VISION`)
 
     def __post_init__(self) -> None:
         owner = "AIMv2Config"
@@ -109,9 +112,9 @@ class AIMv2Config:
         return VisionTowerConfig(**self._tower_fields())
 
     @classmethod
-    def from_hf_dict(cls, config: dict[str, Any]) -> AIMv2Config:
+    def from_hf_dict(cls, config: dict[str, Any], *, family: str = "jimm.AIMv2Model") -> AIMv2Config:
         """Build from an HF `config.json` dict (a vision tower's, or a LiT pair's `vision_config`); unknown or
-        unsupported non-default fields are an error."""
+        unsupported non-default fields are an error naming `family`, the class reading it."""
         if not isinstance(config, dict):
             raise TypeError(f"expected an HF config dict, got {type(config).__name__}")
         model_type = config.get("model_type", MODEL_TYPE)
@@ -130,7 +133,7 @@ class AIMv2Config:
                 "configs (jimm.from_pretrained picks the class for any family)"
             )
         fields = {f.name for f in dataclasses.fields(cls)}
-        check_fields(config, fields, family="jimm.AIMv2Model")
+        check_fields(config, fields, family=family)
         kwargs = {k: config[k] for k in fields if k in config}
         for key in ("image_size", "patch_size"):
             if isinstance(kwargs.get(key), list):
@@ -151,8 +154,9 @@ class AIMv2TextConfig:
     """The LiT pair's text tower (`Aimv2TextConfig`), with HF names and defaults: the vision blocks (RMSNorm,
     SwiGLU, no biases) over token and position embeddings, causal, pooled at the first `eos_token_id`.
 
-    transformers builds the causal mask only when an `attention_mask` is passed (without one its text tower runs
-    bidirectionally); Apple's reference is always causal, and so is jimm: it equals transformers given a mask.
+    transformers builds the causal mask only when an `attention_mask` is passed (without one, or under SDPA with an
+    all-ones one, its text tower runs bidirectionally); Apple's reference is always causal, and so is jimm: it equals
+    transformers given a mask that pads, or any mask with eager attention.
     """
 
     vocab_size: int = 49408
@@ -169,6 +173,7 @@ class AIMv2TextConfig:
     mlp_bias: bool = False
 
     model_type = "aimv2_text_model"
+    MODEL_TYPE: ClassVar[str] = model_type
 
     def __post_init__(self) -> None:
         owner = "AIMv2TextConfig"
@@ -202,11 +207,61 @@ class AIMv2TextConfig:
         )
 
     @classmethod
-    def from_hf_dict(cls, config: dict[str, Any]) -> AIMv2TextConfig:
-        """Build from an `aimv2_text_model` dict (a LiT pair's `text_config`); unknown fields are an error."""
+    def from_hf_dict(cls, config: dict[str, Any] | None, *, family: str = "jimm AIMv2 text") -> AIMv2TextConfig:
+        """Build from an `aimv2_text_model` dict (a LiT pair's `text_config`); unknown fields are an error.
+
+        transformers allows a list of `eos_token_id`s; its text tower compares the ids with the whole value, which
+        only works for one id, so jimm takes an int and says so for a list.
+        """
+        config = dict(config or {})
+        if config.get("model_type", cls.MODEL_TYPE) != cls.MODEL_TYPE:
+            raise ValueError(f"{family}: expected an {cls.MODEL_TYPE!r} text_config, got {config['model_type']!r}")
         fields = {f.name for f in dataclasses.fields(cls)}
-        check_fields({k: v for k, v in config.items() if k != "eos_token_id"}, fields, family="jimm AIMv2 text")
-        return cls(**{k: config[k] for k in fields if k in config})
+        check_fields(config, fields, family=family)
+        if not isinstance(config.get("eos_token_id", 0), int):
+            raise ValueError(f"{family}: text_config.eos_token_id must be one int, got {config['eos_token_id']!r}")
+        return cls(**{k: config[k] for k in fields if config.get(k) is not None})
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The HF `text_config` dict (`Aimv2TextConfig`)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dict(sorted({**out, "model_type": self.MODEL_TYPE, "initializer_range": 0.02}.items()))
 
 
-__all__ = ["MODEL_TYPE", "PAIR_MODEL_TYPE", "AIMv2Config", "AIMv2TextConfig"]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AIMv2LiTConfig(PairConfig):
+    """transformers' `Aimv2Config`: the LiT pair (vision tower with its probe head, causal text tower), both
+    projected without bias to `projection_dim`; the logit scale is clamped to `[0, ln max_logit_scale]`.
+
+    Parsing and writing are the image-text family's (`PairConfig`), over `AIMv2Config` / `AIMv2TextConfig`.
+    """
+
+    MODEL_TYPE = PAIR_MODEL_TYPE
+    ARCHITECTURE = "Aimv2Model"
+    FAMILY = "jimm.AIMv2"
+    VISION = AIMv2Config
+    TEXT = AIMv2TextConfig
+    vision_config: AIMv2Config = dataclasses.field(default_factory=AIMv2Config)
+    text_config: AIMv2TextConfig = dataclasses.field(default_factory=AIMv2TextConfig)
+    projection_dim: int = 512
+    logit_scale_init_value: float = 2.6592  # ln(1 / 0.07)
+    max_logit_scale: float = 100.0
+    num_labels: int = 2
+    id2label: dict[int, str] | None = None
+
+    __hash__ = PairConfig.__hash__  # a dataclass would generate one that fails on the id2label dict
+
+    def __post_init__(self) -> None:
+        self._check_labels()
+        if not self.vision_config.use_head:
+            raise ValueError(
+                "AIMv2LiTConfig: the pair's image embedding is the attention-pooling head's, so vision_config.use_head "
+                "must be true"
+            )
+        if not self.max_logit_scale >= 1:
+            raise ValueError(
+                f"AIMv2LiTConfig.max_logit_scale must be >= 1 (its log is the clamp), got {self.max_logit_scale}"
+            )
+
+
+__all__ = ["MODEL_TYPE", "PAIR_MODEL_TYPE", "AIMv2Config", "AIMv2LiTConfig", "AIMv2TextConfig"]

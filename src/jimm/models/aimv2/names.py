@@ -5,14 +5,14 @@ transformers' `Aimv2VisionModel` (no v5 rename: the names on disk are the names 
 rms_norm2, ffn.{gate,up,down}_proj}`, `rms_norm` and, with `use_head`, `head.{cls_token, k_proj, v_proj,
 output_proj}`. Biases only where `qkv_bias` (attention and head k / v) or `mlp_bias` say. A LiT pair holds the
 same under `vision_model.`, and its text tower (`Aimv2TextModel`) under `text_model.`: `embeddings.{token_embedding,
-position_embedding}`, the same block rows, `rms_norm`.
+position_embedding}`, the same block rows, `rms_norm`; the projections and `logit_scale` are named as CLIP's.
 """
 
 from __future__ import annotations
 
 from ...io.state import Slot, identity
 from ..converters import conv_to_hf, conv_to_jimm, heads_bias, heads_in, heads_out, linear
-from .config import AIMv2Config, AIMv2TextConfig
+from .config import AIMv2Config, AIMv2LiTConfig, AIMv2TextConfig
 
 LAYERS = (("encoder", "blocks", "layers"),)
 PAIR_PREFIX = "vision_model."  # where a LiT pair (`Aimv2Model`) keeps its vision tower
@@ -103,38 +103,46 @@ def text_name_table(config: AIMv2TextConfig, *, prefix: str = "text_model.", our
     ]
 
 
-def name_table(config: AIMv2Config, *, prefix: str = "") -> list[Slot]:
-    """Every HF tensor of an AIMv2 vision tower with this config, in transformers' order."""
+def name_table(config: AIMv2Config, *, prefix: str = "", ours: tuple[str, ...] = ("encoder",)) -> list[Slot]:
+    """Every HF tensor of an AIMv2 vision tower with this config, in transformers' order, onto a `VisionTower`
+    at `ours` (`AIMv2Model.encoder`, or the LiT pair's `vision_model`)."""
     d, c = config.hidden_size, config.num_channels
     (ph, pw), (gh, gw) = config.patch_hw, config.grid_hw
     table = [
         Slot(
             f"{prefix}embeddings.patch_embed.weight",
-            ("encoder", "patch_embed", "kernel"),
+            (*ours, "patch_embed", "kernel"),
             (),
             (d, c, ph, pw),
             conv_to_jimm,
             conv_to_hf,
         ),
-        Slot(f"{prefix}embeddings.patch_embed.bias", ("encoder", "patch_embed", "bias"), (), (d,)),
-        Slot(f"{prefix}embeddings.rms_norm.weight", ("encoder", "patch_norm", "scale"), (), (d,)),
+        Slot(f"{prefix}embeddings.patch_embed.bias", (*ours, "patch_embed", "bias"), (), (d,)),
+        Slot(f"{prefix}embeddings.rms_norm.weight", (*ours, "patch_norm", "scale"), (), (d,)),
     ]
     if not config.is_native:
         table.append(
             Slot(
                 f"{prefix}embeddings.position_embedding.weight",
-                ("encoder", "pos_embed"),
+                (*ours, "pos_embed"),
                 (),
                 (gh * gw, d),
                 lambda t: t[None],
                 lambda t: t[0],
             )
         )
-    table += block_slots(config, prefix=prefix, layers=LAYERS[0])
-    table.append(Slot(f"{prefix}rms_norm.weight", ("encoder", "norm", "scale"), (), (d,)))
+    table += block_slots(config, prefix=prefix, layers=(*ours, "blocks", "layers"))
+    table.append(Slot(f"{prefix}rms_norm.weight", (*ours, "norm", "scale"), (), (d,)))
     if config.use_head:
-        table += rows_to_slots(config, HEAD_ROWS, hf_prefix=prefix, jimm_prefix=("encoder",))
+        table += rows_to_slots(config, HEAD_ROWS, hf_prefix=prefix, jimm_prefix=ours)
     return table
+
+
+def lit_name_table(config: AIMv2LiTConfig, around: list[Slot]) -> list[Slot]:
+    """Every HF tensor of the LiT pair (`Aimv2Model`): AIMv2's two towers under `vision_model.` / `text_model.`,
+    then `around` them the image-text family's projections and logit scale (`outer_slots`)."""
+    vision = name_table(config.vision_config, prefix=PAIR_PREFIX, ours=("vision_model",))
+    return [*vision, *text_name_table(config.text_config, ours=("text_model",)), *around]
 
 
 __all__ = [
@@ -143,6 +151,7 @@ __all__ = [
     "LAYERS",
     "PAIR_PREFIX",
     "block_slots",
+    "lit_name_table",
     "name_table",
     "rows_to_slots",
     "text_name_table",

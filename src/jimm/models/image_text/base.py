@@ -7,7 +7,7 @@ Dimension letters: B batch, T tokens, D width, P embedding width.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax.numpy as jnp
@@ -22,6 +22,8 @@ from ...common.sharding import Plan, ShardingSpec, ViTSharding, resolve_sharding
 from ...common.text import TextTower
 from ...common.transformer import default_kernel_init, einsum
 from ...common.vision import VisionTower
+from ...io.state import Slot
+from .names import Parts, name_table
 
 
 class Family:
@@ -35,6 +37,8 @@ class Family:
     TOWERS: ClassVar[tuple[str, ...]]  # ("vision", "text"), ("vision",) or ("text",)
     VISION_TOWER: ClassVar[type] = VisionTower  # SigLIP 2 NaFlex: `NaFlexTower`, which takes pre-cut patches
     LINEAR_PATCHES: ClassVar[bool] = False  # the checkpoint's patch embedding is a Linear, not a conv (NaFlex)
+    # The jimm classes of a lone tower's checkpoint, where they are not `{FAMILY}VisionModel` / `{FAMILY}TextModel`
+    STANDALONE: ClassVar[Mapping[str, str] | None] = None
     do_classification: bool = False  # only vision models can have a classifier (`jimm predict` checks this)
 
     config: Any
@@ -80,6 +84,12 @@ class Family:
         from ...export import export_model
 
         return export_model(self, out, format=format, **kwargs)
+
+    @classmethod
+    def hf_name_table(cls, config, parts: Parts) -> list[Slot]:
+        """Every HF tensor of a model of this family holding `parts` (loading and saving): CLIP's and SigLIP's
+        follow from the parts; a family whose towers transformers names otherwise (AIMv2) supplies its own."""
+        return name_table(parts)
 
     # -- text helpers ------------------------------------------------------------------------------------------
 

@@ -122,12 +122,16 @@ class ImageTextModel(Family, ImageEncoder, TextEncoder, VisionFeatures, nnx.Modu
     def hf_architecture(self) -> str:
         return f"{self.HF_PREFIX}Model"
 
+    def log_logit_scale(self) -> Float[Array, ""]:
+        """The log of the logits' temperature, as stored (CLIP, SigLIP); AIMv2 clamps it first."""
+        return self.logit_scale[...].astype(jnp.float32).reshape(())
+
     def logits(self, image_embeds: Float[Array, "I P"], text_embeds: Float[Array, "J P"]) -> Float[Array, "I J"]:
         """`exp(logit_scale) * cos(image, text)` (+ `logit_bias`), image by text."""
         image = image_embeds / jnp.linalg.norm(image_embeds, axis=-1, keepdims=True)
         text = text_embeds / jnp.linalg.norm(text_embeds, axis=-1, keepdims=True)
         text = gathered(text)  # every image meets every text: the logits keep the images' batch sharding
-        scale = jnp.exp(self.logit_scale[...].astype(jnp.float32)).reshape(())
+        scale = jnp.exp(self.log_logit_scale())
         logits = jnp.einsum("IP,JP->IJ", image.astype(jnp.float32), text.astype(jnp.float32)) * scale
         if self.logit_bias is not None:
             logits = logits + like(self.logit_bias[...], logits).astype(jnp.float32).reshape(())

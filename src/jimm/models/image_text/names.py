@@ -156,6 +156,13 @@ def name_table(parts: Parts) -> list[Slot]:
         table += vision_slots(parts.vision, linear_patches=parts.linear_patches)
     if parts.text is not None:
         table += text_slots(parts.text)
+    return table + outer_slots(parts)
+
+
+def outer_slots(parts: Parts) -> list[Slot]:
+    """The tensors around the towers (projections, logit scale and bias, classifier), which every family of the
+    image-text structure names alike; a family with its own tower names (AIMv2) adds these to its towers'."""
+    table = []
     for name, width, tower in (("visual_projection", parts.visual_projection, parts.vision),
                                ("text_projection", parts.text_projection, parts.text)):  # fmt: skip
         if width is not None:
@@ -197,4 +204,4 @@ def with_tower_prefix(prefix: str):
     return lambda name: name if name.startswith(TOP_LEVEL) else prefix + name
 
 
-__all__ = ["LAYERS", "Parts", "fuse_shared_names", "name_table", "with_tower_prefix"]
+__all__ = ["LAYERS", "Parts", "fuse_shared_names", "name_table", "outer_slots", "with_tower_prefix"]

@@ -27,7 +27,7 @@ from ...io.resolve import CONFIG, PREPROCESSOR, TOKENIZER_FILES
 from ...io.state import tensors_to_save
 from ..loading import Plugin, load
 from ..views import Renamed
-from .names import LAYERS, TEXT, VISION, fuse_shared_names, name_table, with_tower_prefix
+from .names import LAYERS, TEXT, VISION, fuse_shared_names, with_tower_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ PROJECTION = {"vision": "visual_projection.", "text": "text_projection."}
 
 
 def _family_class(cls, tower: str) -> str:
+    if cls.STANDALONE is not None:
+        return cls.STANDALONE.get(tower, f"no jimm class (jimm has no lone {tower} tower of {cls.CONFIG.FAMILY})")
     base = cls.CONFIG.FAMILY  # "jimm.CLIP"
     return f"{base}VisionModel" if tower == "vision" else f"{base}TextModel"
 
@@ -127,7 +129,7 @@ class ImageTextFamily(Plugin):
 
     def name_table(self, config, entries, *, with_head):
         parts = self.cls.parts(config, **self.flags)
-        return name_table(parts if with_head else dataclasses.replace(parts, num_labels=None))
+        return self.cls.hf_name_table(config, parts if with_head else dataclasses.replace(parts, num_labels=None))
 
     def head_width(self, config):
         return config.vision_config.hidden_size
@@ -204,7 +206,7 @@ def save_pretrained(model, save_directory, *, max_shard_size: int | str = "5GB",
 
     classify = getattr(model, "do_classification", False)
     tower = model.TOWERS[0] if len(model.TOWERS) == 1 and not classify else None
-    tensors = fuse_shared_names(tensors_to_save(model, name_table(model.held_parts()), LAYERS))
+    tensors = fuse_shared_names(tensors_to_save(model, model.hf_name_table(model.config, model.held_parts()), LAYERS))
     hf_config = model.config.to_hf_dict(architecture=model.hf_architecture, tower=tower, labels=classify)
     hf_config["dtype"] = {"bfloat16": "bfloat16", "float16": "float16"}.get(tensors[0][2].name, "float32")
     other_files: dict[str, Any] = {}
