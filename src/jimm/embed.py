@@ -42,6 +42,11 @@ def _image_embeds(model, images):
     return _unit(model.forward_head(model.forward_features(images), pre_logits=True))
 
 
+@nnx.jit(static_argnames="project")
+def _text_embeds(model, input_ids, project: bool):
+    return _unit(model.encode_text(input_ids, do_projection=project))
+
+
 def image_embeddings(model, pixels) -> np.ndarray:
     """`[B, P]` unit embeddings of a preprocessed batch: `[B, H, W, C]` pixels, or `NaFlexInputs` (SigLIP 2)."""
     if not has_image_encoder(model):
@@ -62,9 +67,15 @@ def text_embeddings(model, texts: Sequence[str], *, batch_size: int = 256) -> np
             f"{type(model).__name__} has no text tower, so it cannot embed text; search it with an image query "
             "(--image), or use a CLIP / SigLIP model"
         )
-    from .image_text import embed_texts
-
-    return embed_texts(model, texts, batch_size=batch_size)
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise ValueError("no texts given")
+    project = getattr(model, "text_projection", None) is not None
+    rows = [
+        np.asarray(_text_embeds(model, model.tokenize(texts[start : start + batch_size]), project))
+        for start in range(0, len(texts), batch_size)
+    ]
+    return np.concatenate(rows).astype(np.float32)
 
 
 def model_fingerprint(model) -> str:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -33,15 +31,6 @@ def _text_embeds(model, input_ids):
 @nnx.jit
 def _probabilities(model, images, text_embeds):
     return model.probabilities(model.logits(model.encode_image(images), text_embeds))
-
-
-@nnx.jit(static_argnames="do_projection")
-def _normalized_text_embeds(model, input_ids, do_projection: bool):
-    return _normalize(model.encode_text(input_ids, do_projection=do_projection))
-
-
-def _normalize(x: jax.Array) -> jax.Array:
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def as_image_list(images) -> list:
@@ -144,17 +133,9 @@ def embed_images(
 
 def embed_texts(model, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
     """L2-normalised text embeddings `[N, P]` from the checkpoint's tokenizer (CLIP: projected when it can be)."""
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = list(texts)
-    if not texts:
-        raise ValueError("no texts given")
-    project = getattr(model, "text_projection", None) is not None
-    rows = []
-    for start in range(0, len(texts), batch_size):
-        ids = model.tokenize(texts[start : start + batch_size])
-        rows.append(np.asarray(_normalized_text_embeds(model, ids, project)))
-    return np.concatenate(rows).astype(np.float32)
+    from .embed import text_embeddings
+
+    return text_embeddings(model, texts, batch_size=batch_size)
 
 
 __all__ = ["DEFAULT_TEMPLATE", "embed_images", "embed_texts", "zero_shot", "zero_shot_stream"]
